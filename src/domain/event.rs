@@ -1,0 +1,231 @@
+//! The SEKOIA.IO "version 2" webhook event.
+//!
+//! SEKOIA says more event types will come, so only what the relay needs is checked: `type`,
+//! `action` and `metadata` must be present, `metadata.version` must be 2, and an `alert` must
+//! name its `attributes.uuid`. Everything else, including unknown fields, is kept verbatim.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    /// 400: the body is not UTF-8 JSON.
+    #[error("body is not valid UTF-8 JSON: {0}")]
+    NotJson(String),
+    /// 422: JSON, but not a version-2 event.
+    #[error("{0}")]
+    NotV2(String),
+}
+
+/// A validated event: the raw JSON (as received) plus the fields the relay uses.
+#[derive(Debug, Clone)]
+pub struct WebhookEvent {
+    pub json: Value,
+    pub kind: String,
+    pub action: String,
+    pub uuid: Option<String>,
+    pub short_id: Option<String>,
+    /// `metadata.created_at`, or its synonym `metadata.created`, as text.
+    pub created_at: Option<String>,
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl WebhookEvent {
+    /// Parse and validate a request body. 400 for bytes that are not UTF-8 JSON, 422 for JSON
+    /// that is not a version-2 event.
+    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| EventError::NotJson(format!("not UTF-8 ({e})")))?;
+        let json: Value =
+            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        Self::from_json(json)
+    }
+
+    pub fn from_json(json: Value) -> Result<Self, EventError> {
+        let obj = json
+            .as_object()
+            .ok_or_else(|| EventError::NotV2("the event must be a JSON object".into()))?;
+        let text_field = |name: &str| -> Result<String, EventError> {
+            match obj.get(name) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                Some(_) => Err(EventError::NotV2(format!(
+                    "`{name}` must be a non-empty string"
+                ))),
+                None => Err(EventError::NotV2(format!("missing `{name}`"))),
+            }
+        };
+        let kind = text_field("type")?;
+        let action = text_field("action")?;
+        let metadata = match obj.get("metadata") {
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(EventError::NotV2("`metadata` must be an object".into())),
+            None => return Err(EventError::NotV2("missing `metadata`".into())),
+        };
+        match metadata.get("version") {
+            Some(v) if v.as_i64() == Some(2) || v.as_str() == Some("2") => {}
+            Some(v) => {
+                return Err(EventError::NotV2(format!(
+                    "`metadata.version` is {v}; only version 2 events are supported"
+                )))
+            }
+            None => return Err(EventError::NotV2("missing `metadata.version`".into())),
+        }
+        let attributes = obj.get("attributes").and_then(Value::as_object);
+        let attr = |name: &str| {
+            attributes
+                .and_then(|a| a.get(name))
+                .and_then(as_text)
+                .filter(|s| !s.is_empty())
+        };
+        let uuid = attr("uuid");
+        let short_id = attr("short_id");
+        if kind == "alert" && uuid.is_none() {
+            return Err(EventError::NotV2(
+                "an `alert` event must carry `attributes.uuid`".into(),
+            ));
+        }
+        let created_at = metadata
+            .get("created_at")
+            .or_else(|| metadata.get("created"))
+            .and_then(as_text);
+        Ok(Self {
+            kind,
+            action,
+            uuid,
+            short_id,
+            created_at,
+            json,
+        })
+    }
+
+    pub fn is_alert(&self) -> bool {
+        self.kind == "alert"
+    }
+}
+
+/// The deduplication key of an event posted to `hook`.
+///
+/// Rule (SPEC §4): the same hook, type, action, `attributes.uuid` and `metadata.created_at`
+/// identify one notification, because SEKOIA.IO re-posts the same event when it retries. An
+/// event lacking the uuid or the timestamp falls back to the exact body bytes, so two different
+/// events of an unknown shape are never merged.
+pub fn dedup_key(hook: &str, event: &WebhookEvent, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    match (&event.uuid, &event.created_at) {
+        (Some(uuid), Some(created)) => {
+            for part in [
+                "fields",
+                hook,
+                &event.kind,
+                &event.action,
+                uuid.as_str(),
+                created.as_str(),
+            ] {
+                h.update(part.len().to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        _ => {
+            h.update(b"body");
+            h.update(hook.len().to_le_bytes());
+            h.update(hook.as_bytes());
+            h.update(body);
+        }
+    }
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREATED: &str = r#"{"type":"alert","action":"created","attributes":{"uuid":"u1","short_id":"AL1"},"metadata":{"version":2,"created_at":"2022-01-14T15:06:57Z"}}"#;
+
+    #[test]
+    fn parses_a_v2_alert() {
+        let e = WebhookEvent::parse(CREATED.as_bytes()).unwrap();
+        assert_eq!(e.kind, "alert");
+        assert_eq!(e.uuid.as_deref(), Some("u1"));
+        assert_eq!(e.short_id.as_deref(), Some("AL1"));
+        assert_eq!(e.created_at.as_deref(), Some("2022-01-14T15:06:57Z"));
+    }
+
+    #[test]
+    fn rejects_non_json_as_400_and_non_v2_as_422() {
+        assert!(matches!(
+            WebhookEvent::parse(b"not json"),
+            Err(EventError::NotJson(_))
+        ));
+        assert!(matches!(
+            WebhookEvent::parse(&[0xff, 0xfe]),
+            Err(EventError::NotJson(_))
+        ));
+        for body in [
+            r#"[]"#,
+            r#"{"action":"created","metadata":{"version":2}}"#,
+            r#"{"type":"alert","metadata":{"version":2},"attributes":{"uuid":"u"}}"#,
+            r#"{"type":"alert","action":"created","attributes":{"uuid":"u"}}"#,
+            r#"{"type":"alert","action":"created","attributes":{"uuid":"u"},"metadata":{"version":1}}"#,
+            r#"{"type":"alert","action":"created","metadata":{"version":2}}"#,
+        ] {
+            assert!(
+                matches!(WebhookEvent::parse(body.as_bytes()), Err(EventError::NotV2(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_accepted() {
+        let body = r#"{"type":"rule-deprecated","action":"whatever","metadata":{"version":2,"extra":1},"new":true}"#;
+        let e = WebhookEvent::parse(body.as_bytes()).unwrap();
+        assert_eq!(e.kind, "rule-deprecated");
+        assert!(e.uuid.is_none());
+    }
+
+    #[test]
+    fn created_is_a_synonym_of_created_at() {
+        let body = CREATED.replace("created_at", "created");
+        let e = WebhookEvent::parse(body.as_bytes()).unwrap();
+        assert_eq!(e.created_at.as_deref(), Some("2022-01-14T15:06:57Z"));
+    }
+
+    #[test]
+    fn dedup_key_uses_identity_fields_not_formatting() {
+        let a = WebhookEvent::parse(CREATED.as_bytes()).unwrap();
+        let spaced = CREATED.replace(',', ", ");
+        let b = WebhookEvent::parse(spaced.as_bytes()).unwrap();
+        assert_eq!(
+            dedup_key("soc", &a, CREATED.as_bytes()),
+            dedup_key("soc", &b, spaced.as_bytes())
+        );
+        assert_ne!(
+            dedup_key("soc", &a, CREATED.as_bytes()),
+            dedup_key("other", &a, CREATED.as_bytes())
+        );
+        let updated = CREATED.replace("created\"", "updated\"");
+        let c = WebhookEvent::parse(updated.as_bytes()).unwrap();
+        assert_ne!(
+            dedup_key("soc", &a, CREATED.as_bytes()),
+            dedup_key("soc", &c, updated.as_bytes())
+        );
+    }
+
+    #[test]
+    fn dedup_key_falls_back_to_body_bytes() {
+        let body = br#"{"type":"x","action":"y","metadata":{"version":2}}"#;
+        let e = WebhookEvent::parse(body).unwrap();
+        let other = br#"{"type":"x","action":"y","metadata":{"version":2},"n":1}"#;
+        let f = WebhookEvent::parse(other).unwrap();
+        assert_eq!(dedup_key("h", &e, body), dedup_key("h", &e, body));
+        assert_ne!(dedup_key("h", &e, body), dedup_key("h", &f, other));
+    }
+}

@@ -1,0 +1,25 @@
+//! # sekoia-relay
+//!
+//! SEKOIA.IO notification webhooks in, rich chat messages out, nothing lost in between.
+//!
+//! The pipeline, stage by stage:
+//!
+//! 1. **Receive** — [`routes::hooks`]: `POST /hooks/{id}` checks the hook, the client address,
+//!    the size, the content type, and parses the version-2 event ([`domain::event`]).
+//! 2. **Persist** — [`store`]: the event and one delivery row per target are committed to
+//!    SQLite (group commit) *before* the relay answers 202. Duplicates answer 200.
+//! 3. **Enrich** — [`sekoia`]: the full alert is fetched once from the Alert API (cache,
+//!    rate limit, retries until a deadline); on failure the message goes out unenriched.
+//! 4. **Render** — [`render`]: a MiniJinja template per target kind builds the exact request
+//!    body, JSON-escaped by construction and cut to the target's size limits.
+//! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
+//!    bucket, post, and record success, a retry (backoff with full jitter, `Retry-After`) or a
+//!    dead letter.
+//!
+//! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
+//! stages and runs until a shutdown future resolves), [`telemetry`] (logs and redaction),
+//! [`cli`] (the command line of SPEC §2).
+
+pub mod configuration;
+pub mod domain;
+pub mod telemetry;

@@ -1,0 +1,65 @@
+//! Logging setup (pretty or JSON, filtered by `RUST_LOG`) and the redaction helpers that keep
+//! secrets out of logs: hook ids are cut to 8 characters and URLs to scheme and host.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::configuration::LogFormat;
+
+/// Install the global subscriber. Safe to call more than once (later calls are no-ops), which
+/// tests rely on.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// The part of a hook id that may be logged: its first 8 characters.
+///
+/// The id is the hook's only secret (SPEC §7); 8 characters tell hooks apart in logs without
+/// letting a log reader post to it.
+pub fn hook_id_prefix(id: &str) -> String {
+    let prefix: String = id.chars().take(8).collect();
+    format!("{prefix}…")
+}
+
+/// `scheme://host[:port]` of a URL: the only part of a target or API URL that may be logged,
+/// since webhook URLs carry their credentials in the path or query.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+            (Some(h), None) => format!("{}://{h}", u.scheme()),
+            _ => format!("{}://", u.scheme()),
+        },
+        Err(_) => "<invalid url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_only_scheme_and_host() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/secret?x=1"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/sink?sig=abc"),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(redact_url("::nope"), "<invalid url>");
+    }
+
+    #[test]
+    fn hook_ids_are_cut() {
+        assert_eq!(
+            hook_id_prefix("67a7472b-b43c-415d-b1ce-c135fb1dfb0e"),
+            "67a7472b…"
+        );
+    }
+}
