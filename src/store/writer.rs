@@ -1,0 +1,310 @@
+//! The writer thread: drains the command channel and runs each batch in one transaction.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::mpsc;
+
+use super::{now_ms, Claimed, Command, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
+use super::MAX_BATCH;
+
+/// A reply to send once the batch's transaction has committed (or failed).
+enum Pending {
+    Ingest(
+        tokio::sync::oneshot::Sender<Result<Ingested, StoreError>>,
+        Ingested,
+    ),
+    Claim(
+        tokio::sync::oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
+        Vec<Claimed>,
+    ),
+    Unit(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+    Count(tokio::sync::oneshot::Sender<Result<usize, StoreError>>, usize),
+}
+
+impl Pending {
+    fn ok(self) {
+        // A dropped receiver means the caller gave up (request cancelled): nothing to do.
+        match self {
+            Pending::Ingest(tx, v) => drop(tx.send(Ok(v))),
+            Pending::Claim(tx, v) => drop(tx.send(Ok(v))),
+            Pending::Unit(tx) => drop(tx.send(Ok(()))),
+            Pending::Count(tx, v) => drop(tx.send(Ok(v))),
+        }
+    }
+}
+
+/// rusqlite errors are not Clone; keep the code and message, which is what callers log.
+fn clone_error(err: &rusqlite::Error) -> rusqlite::Error {
+    match err {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        // Read-only commands are answered outside the transaction.
+        let mut writes = Vec::with_capacity(batch.len());
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::NextDue(tx) => drop(tx.send(next_due(&conn).map_err(Into::into))),
+                Command::Depth(tx) => drop(tx.send(depth(&conn).map_err(Into::into))),
+                other => writes.push(other),
+            }
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        if let Err(err) = run_batch(&mut conn, &mut writes) {
+            tracing::error!(error = %err, batch = writes.len(), "store batch failed, retrying one by one");
+            // One bad command must not fail its neighbours: redo each alone.
+            for cmd in writes.drain(..) {
+                let mut one = vec![cmd];
+                if let Err(err) = run_batch(&mut conn, &mut one) {
+                    tracing::error!(error = %err, "store write failed");
+                    for cmd in one {
+                        reply_err(cmd, &err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn reply_err(cmd: Command, err: &rusqlite::Error) {
+    let e = || StoreError::Sqlite(clone_error(err));
+    match cmd {
+        Command::Ingest(_, tx) => drop(tx.send(Err(e()))),
+        Command::Claim { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Complete(_, _, tx) | Command::Probe(tx) => drop(tx.send(Err(e()))),
+        Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
+        Command::NextDue(tx) => drop(tx.send(Err(e()))),
+        Command::Depth(tx) => drop(tx.send(Err(e()))),
+    }
+}
+
+/// Run all commands in one transaction; replies are sent only after COMMIT. On error nothing
+/// is replied and the commands are left in `cmds` for the caller to retry.
+fn run_batch(conn: &mut Connection, cmds: &mut Vec<Command>) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let mut results = Vec::with_capacity(cmds.len());
+    for cmd in cmds.iter() {
+        results.push(apply(&tx, cmd, now)?);
+    }
+    tx.commit()?;
+    for (cmd, result) in cmds.drain(..).zip(results) {
+        let pending = match (cmd, result) {
+            (Command::Ingest(_, tx), Applied::Ingest(v)) => Pending::Ingest(tx, v),
+            (Command::Claim { reply, .. }, Applied::Claim(v)) => Pending::Claim(reply, v),
+            (Command::Complete(_, _, tx), Applied::Unit) | (Command::Probe(tx), Applied::Unit) => {
+                Pending::Unit(tx)
+            }
+            (Command::Prune { reply, .. }, Applied::Count(n)) => Pending::Count(reply, n),
+            // apply() returns the variant matching its command; anything else is unreachable,
+            // and dropping the sender makes the caller see StoreError::Closed rather than hang.
+            _ => continue,
+        };
+        pending.ok();
+    }
+    Ok(())
+}
+
+enum Applied {
+    Ingest(Ingested),
+    Claim(Vec<Claimed>),
+    Unit,
+    Count(usize),
+}
+
+fn apply(tx: &Transaction<'_>, cmd: &Command, now: i64) -> Result<Applied, rusqlite::Error> {
+    Ok(match cmd {
+        Command::Ingest(ev, _) => Applied::Ingest(ingest(tx, ev, now)?),
+        Command::Claim { target, limit, .. } => Applied::Claim(claim(tx, target, *limit, now)?),
+        Command::Complete(id, outcome, _) => {
+            complete(tx, *id, outcome, now)?;
+            Applied::Unit
+        }
+        Command::Probe(_) => {
+            tx.execute(
+                "UPDATE meta SET v = ?1 WHERE k = 'probe'",
+                params![now.to_string()],
+            )?;
+            Applied::Unit
+        }
+        Command::Prune { older_than_ms, .. } => Applied::Count(prune(tx, *older_than_ms)?),
+        // Read-only commands never reach a transaction.
+        Command::NextDue(_) | Command::Depth(_) => Applied::Unit,
+    })
+}
+
+fn ingest(tx: &Transaction<'_>, ev: &NewEvent, now: i64) -> Result<Ingested, rusqlite::Error> {
+    let existing: Option<String> = tx
+        .prepare_cached(
+            "SELECT public_id FROM events WHERE dedup_key = ?1 AND received_at >= ?2 LIMIT 1",
+        )?
+        .query_row(params![ev.dedup_key, now - ev.dedup_window_ms], |r| r.get(0))
+        .optional()?;
+    if let Some(event_id) = existing {
+        return Ok(Ingested::Duplicate { event_id });
+    }
+    let event_id = uuid::Uuid::now_v7().to_string();
+    tx.prepare_cached(
+        "INSERT INTO events (public_id, hook, dedup_key, type, action, alert_uuid, short_id, body, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        event_id,
+        ev.hook,
+        ev.dedup_key,
+        ev.kind,
+        ev.action,
+        ev.alert_uuid,
+        ev.short_id,
+        ev.body,
+        now
+    ])?;
+    let row = tx.last_insert_rowid();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3)",
+    )?;
+    for target in &ev.targets {
+        insert.execute(params![row, target, now])?;
+    }
+    Ok(Ingested::Accepted { event_id })
+}
+
+fn claim(
+    tx: &Transaction<'_>,
+    target: &str,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<Claimed>, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
+         ORDER BY d.next_at, d.id LIMIT ?3",
+    )?;
+    let rows = stmt
+        .query_map(params![target, now, limit as i64], |r| {
+            Ok(Claimed {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                hook: r.get(2)?,
+                target: r.get(3)?,
+                attempts: r.get(4)?,
+                age_from_ms: r.get(5)?,
+                event_json: r.get(6)?,
+                body: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mark = tx.prepare_cached(
+        "UPDATE deliveries SET state = 'inflight', updated_at = ?2 WHERE id = ?1",
+    )?;
+    for c in &rows {
+        mark.execute(params![c.id, now])?;
+    }
+    Ok(rows)
+}
+
+fn complete(
+    tx: &Transaction<'_>,
+    id: i64,
+    outcome: &Outcome,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    match outcome {
+        Outcome::Delivered { status, body } => tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?2,
+                 last_status = ?3, last_error = NULL, response = NULL, body = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, now, status, body])?,
+        Outcome::Retry {
+            next_at_ms,
+            status,
+            error,
+            response,
+            body,
+        } => tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = attempts + 1, updated_at = ?2,
+                 next_at = ?3, last_status = ?4, last_error = ?5, response = ?6,
+                 body = COALESCE(?7, body) WHERE id = ?1",
+            )?
+            .execute(params![id, now, next_at_ms, status, error, response, body])?,
+        Outcome::Dead {
+            status,
+            error,
+            response,
+            body,
+        } => tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, updated_at = ?2,
+                 last_status = ?3, last_error = ?4, response = ?5, body = COALESCE(?6, body)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now, status, error, response, body])?,
+        Outcome::Skipped { reason } => tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'skipped', updated_at = ?2, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, now, reason])?,
+        Outcome::Release => tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE id = ?1 AND state = 'inflight'",
+            )?
+            .execute(params![id, now])?,
+    };
+    Ok(())
+}
+
+fn prune(tx: &Transaction<'_>, older_than_ms: i64) -> Result<usize, rusqlite::Error> {
+    let deliveries = tx.execute(
+        "DELETE FROM deliveries WHERE state IN ('delivered', 'dead', 'skipped') AND updated_at < ?1",
+        params![older_than_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM events WHERE received_at < ?1
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+        params![older_than_ms],
+    )?;
+    Ok(deliveries)
+}
+
+fn next_due(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
+    conn.prepare_cached("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'")?
+        .query_row([], |r| r.get(0))
+}
+
+fn depth(conn: &Connection) -> Result<QueueDepth, rusqlite::Error> {
+    let mut d = QueueDepth::default();
+    let mut stmt =
+        conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE state IN ('pending', 'inflight', 'dead') GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        let n = n.max(0) as u64;
+        match state.as_str() {
+            "pending" => d.pending = n,
+            "inflight" => d.inflight = n,
+            _ => d.dead = n,
+        }
+    }
+    Ok(d)
+}
