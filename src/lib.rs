@@ -20,7 +20,14 @@
 //! stages and runs until a shutdown future resolves), [`telemetry`] (logs and redaction),
 //! [`cli`] (the command line of SPEC §2).
 
+pub mod cli;
 pub mod configuration;
+pub mod delivery;
 pub mod domain;
+pub mod render;
+pub mod routes;
+pub mod routing;
+pub mod sekoia;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,1 +1,61 @@
-fn main() {}
+//! Entry point: parse the command line, load the config, run the command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sekoia_relay::cli::{self, Cli, Command};
+use sekoia_relay::{configuration, startup::Application, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    let args = Cli::parse();
+    let command = args.command.unwrap_or(Command::Serve);
+    if let Command::NewHook { name } = &command {
+        print!("{}", cli::new_hook(name));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = configuration::config_path(args.config);
+    let settings = configuration::load(&path)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    match command {
+        Command::Serve => {
+            telemetry::init(settings.server.log_format);
+            let app = Application::build(settings).await.context("cannot start")?;
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Urls => print!("{}", cli::urls(&settings)),
+        Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd)?),
+        Command::Healthcheck => {
+            if !cli::healthcheck(&settings).await {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::NewHook { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
+            Err(_) => drop(ctrl_c.await),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(ctrl_c.await);
+}

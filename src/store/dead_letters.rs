@@ -34,7 +34,7 @@ pub struct DeadLetters {
 impl DeadLetters {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: connect(path, SyncMode::Full)?,
+            conn: connect(path, SyncMode::Full, std::time::Duration::from_secs(10))?,
         })
     }
 

@@ -143,7 +143,11 @@ pub fn now_ms() -> i64 {
 }
 
 /// Open a connection with the relay's pragmas; creates the file, its directory and the schema.
-pub(crate) fn connect(path: &Path, sync: SyncMode) -> Result<rusqlite::Connection, StoreError> {
+pub(crate) fn connect(
+    path: &Path,
+    sync: SyncMode,
+    busy: Duration,
+) -> Result<rusqlite::Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -153,7 +157,7 @@ pub(crate) fn connect(path: &Path, sync: SyncMode) -> Result<rusqlite::Connectio
     let open = |path: &Path| -> rusqlite::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(path)?;
         // The CLI (dead-letters) and the server share the file: wait for each other's locks.
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(busy)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -177,7 +181,8 @@ impl Store {
     /// Open (or create) the store and start its writer thread. Deliveries left in flight by a
     /// previous process (crash, kill -9) go back to pending: they were never confirmed.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Store, StoreError> {
-        let conn = connect(path, sync)?;
+        // Short: a webhook must get its 503 (and retry) quickly rather than hang on a lock.
+        let conn = connect(path, sync, Duration::from_secs(2))?;
         conn.execute(
             "UPDATE deliveries SET state = 'pending' WHERE state = 'inflight'",
             [],

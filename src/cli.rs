@@ -1,0 +1,191 @@
+//! The command line of SPEC §2.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sekoia-relay",
+    version,
+    about = "Relay SEKOIA.IO webhook notifications to Teams, Slack, Mattermost, Chime and JSON webhooks",
+    after_help = "Examples:\n  sekoia-relay                          run the server with ./config.toml\n  sekoia-relay --config /etc/sekoia-relay/config.toml serve\n  sekoia-relay dead-letters list"
+)]
+pub struct Cli {
+    /// Config file [default: ./config.toml, or $SEKOIA_RELAY_CONFIG]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given)
+    Serve,
+    /// Print a fresh random hook id and a [[hooks]] snippet to paste into config.toml
+    #[command(after_help = "Example:\n  sekoia-relay new-hook soc-paris >> config.toml")]
+    NewHook {
+        /// Name of the new hook
+        #[arg(default_value = "my-hook")]
+        name: String,
+    },
+    /// Print each hook's full URL (public_url + /hooks/{id}); the only command that prints hook ids
+    #[command(after_help = "Example:\n  sekoia-relay urls")]
+    Urls,
+    /// Inspect and re-queue deliveries that failed for good
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+    /// GET /healthz on the configured listen address; exit 0 when healthy, 1 otherwise (for Docker)
+    Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters with their last status and error
+    #[command(after_help = "Example:\n  sekoia-relay dead-letters list")]
+    List {
+        /// Print JSON lines (with the rendered body and response excerpt)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue dead letters; a running server sends them within seconds
+    #[command(after_help = "Examples:\n  sekoia-relay dead-letters retry 12 13\n  sekoia-relay dead-letters retry --all")]
+    Retry {
+        /// Ids from `dead-letters list`
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Re-queue every dead letter
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter
+    #[command(after_help = "Example:\n  sekoia-relay dead-letters purge")]
+    Purge,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::configuration::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `new-hook`: a UUID v4 (122 random bits) is unguessable, and the snippet is ready to paste.
+pub fn new_hook(name: &str) -> String {
+    let id = uuid::Uuid::new_v4();
+    format!(
+        "[[hooks]]\nname = \"{name}\"\nid = \"{id}\"\ntargets = [\"console\"]   # the targets to notify\n"
+    )
+}
+
+/// `urls`: one line per hook, `name<TAB>url`.
+pub fn urls(settings: &crate::configuration::Settings) -> String {
+    let base = if settings.server.public_url.is_empty() {
+        format!("http://{}", settings.server.listen)
+    } else {
+        settings.server.public_url.trim_end_matches('/').to_string()
+    };
+    let mut out = String::new();
+    if settings.server.public_url.is_empty() {
+        out.push_str("# server.public_url is not set: showing the local listen address\n");
+    }
+    for h in &settings.hooks {
+        out.push_str(&format!("{}\t{}/hooks/{}\n", h.name, base, h.id));
+    }
+    out
+}
+
+/// `dead-letters …` against the configured store file.
+pub fn dead_letters(
+    settings: &crate::configuration::Settings,
+    cmd: &DeadLetterCommand,
+) -> Result<String, CliError> {
+    let store = crate::store::DeadLetters::open(&settings.resolve(&settings.store.path))?;
+    Ok(match cmd {
+        DeadLetterCommand::List { json } => {
+            let list = store.list()?;
+            if *json {
+                list.iter()
+                    .filter_map(|d| serde_json::to_string(d).ok())
+                    .map(|l| l + "\n")
+                    .collect()
+            } else if list.is_empty() {
+                "no dead letters\n".to_string()
+            } else {
+                let mut out = String::from("ID\tTARGET\tHOOK\tALERT\tATTEMPTS\tSTATUS\tERROR\n");
+                for d in list {
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                        d.id,
+                        d.target,
+                        d.hook,
+                        d.short_id.as_deref().unwrap_or("-"),
+                        d.attempts,
+                        d.last_status.map(|s| s.to_string()).unwrap_or("-".into()),
+                        d.last_error.as_deref().unwrap_or("-"),
+                    ));
+                }
+                out
+            }
+        }
+        DeadLetterCommand::Retry { ids, all } => {
+            let n = store.retry(if *all { None } else { Some(ids) })?;
+            format!("re-queued {n} dead letter(s); a running server sends them within seconds\n")
+        }
+        DeadLetterCommand::Purge => format!("purged {} dead letter(s)\n", store.purge()?),
+    })
+}
+
+/// `healthcheck`: GET /healthz on the listen address (0.0.0.0 is reached via 127.0.0.1).
+pub async fn healthcheck(settings: &crate::configuration::Settings) -> bool {
+    let addr = settings
+        .server
+        .listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    matches!(
+        client.get(format!("http://{addr}/healthz")).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_commands() {
+        Cli::command().debug_assert();
+        let c = Cli::parse_from(["sekoia-relay", "--config", "x.toml", "dead-letters", "retry", "--all"]);
+        assert!(matches!(
+            c.command,
+            Some(Command::DeadLetters(DeadLetterCommand::Retry { all: true, .. }))
+        ));
+        let c = Cli::parse_from(["sekoia-relay"]);
+        assert!(c.command.is_none());
+        assert!(Cli::try_parse_from(["sekoia-relay", "dead-letters", "retry"]).is_err());
+    }
+
+    #[test]
+    fn new_hook_snippet_has_a_uuid() {
+        let s = new_hook("soc");
+        let id = s.split('"').nth(3).unwrap();
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    }
+
+    use clap::CommandFactory;
+}

@@ -1,0 +1,382 @@
+//! Delivery: claim due rows from the store, enrich, route, render, pace, post, record.
+//!
+//! One dispatcher loop claims work per target, bounded by `delivery.concurrency` in total and,
+//! for rate-limited targets, by the size of the target's token bucket, so a slow or throttled
+//! target never occupies the slots a healthy one needs. Each claimed row runs in its own task.
+
+pub mod policy;
+mod sender;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::configuration::{Settings, TargetSettings};
+use crate::domain::WebhookEvent;
+use crate::render::RenderInput;
+use crate::sekoia::{AlertClient, Credentials, Enrichment};
+use crate::startup::Runtime;
+use crate::store::{now_ms, Claimed, Outcome, Store};
+use policy::Verdict;
+pub use sender::Sender;
+
+/// Longest idle wait between polls: bounds how long a row re-queued by `dead-letters retry`
+/// from another process waits before this server sees it.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Per-target pacing and bookkeeping that outlives a config reload.
+struct TargetState {
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Most deliveries of this target claimed at once.
+    cap: usize,
+    inflight: AtomicUsize,
+    /// Set by a 429/503 with Retry-After: nothing is sent to the target before this instant.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl TargetState {
+    fn new(t: &TargetSettings, concurrency: usize) -> Self {
+        let rate = t.rate_limit();
+        let limiter = NonZeroU32::new(rate).map(|r| RateLimiter::direct(Quota::per_second(r)));
+        // A rate-limited target needs at most one bucket's worth of sends in flight; more would
+        // only sit waiting for tokens while holding slots.
+        let cap = if rate == 0 {
+            concurrency
+        } else {
+            (rate as usize).clamp(1, concurrency)
+        };
+        Self {
+            limiter,
+            cap,
+            inflight: AtomicUsize::new(0),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    fn paused(&self) -> bool {
+        let mut guard = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *guard {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                *guard = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn pause_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none_or(|u| u < until) {
+            *guard = Some(until);
+        }
+    }
+}
+
+/// Everything a delivery task needs, shared.
+pub struct Deliverer {
+    store: Store,
+    alerts: Arc<AlertClient>,
+    sender: Sender,
+    runtime: Arc<dyn Fn() -> Arc<Runtime> + Send + Sync>,
+    targets: Mutex<HashMap<String, Arc<TargetState>>>,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Store,
+        alerts: Arc<AlertClient>,
+        sender: Sender,
+        runtime: Arc<dyn Fn() -> Arc<Runtime> + Send + Sync>,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        let concurrency = runtime().settings.delivery.concurrency;
+        Arc::new(Self {
+            store,
+            alerts,
+            sender,
+            runtime,
+            targets: Mutex::new(HashMap::new()),
+            wake,
+            slots: Arc::new(Semaphore::new(concurrency)),
+        })
+    }
+
+    fn target_state(&self, name: &str, t: &TargetSettings, concurrency: usize) -> Arc<TargetState> {
+        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| Arc::new(TargetState::new(t, concurrency)))
+            .clone()
+    }
+
+    /// Forget pacing state so that changed rate limits apply (after a reload).
+    pub fn reset_targets(&self) {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Claim and process due deliveries until `shutdown` is cancelled; then wait up to `grace`
+    /// for in-flight sends. Rows still in flight after that stay claimed in the store and go
+    /// back to pending at the next start, so nothing is lost.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let claimed = self.dispatch_once(&mut tasks, &shutdown).await;
+            // Reap finished tasks so the set does not grow without bound.
+            while tasks.try_join_next().is_some() {}
+            if claimed > 0 {
+                continue;
+            }
+            let wait = match self.store.next_due().await {
+                Ok(Some(at)) => {
+                    let ms = (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
+                    // Due but held back (target paused or at its cap): re-check soon.
+                    Duration::from_millis(ms.max(50) as u64)
+                }
+                Ok(None) => IDLE_POLL,
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable to the dispatcher");
+                    IDLE_POLL
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        tracing::info!(in_flight = tasks.len(), "draining deliveries");
+        let drained = tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "shutdown grace elapsed; unfinished deliveries resume at next start"
+            );
+            tasks.abort_all();
+        }
+    }
+
+    /// One pass over the targets; returns how many rows were claimed.
+    async fn dispatch_once(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> usize {
+        let rt = (self.runtime)();
+        let concurrency = rt.settings.delivery.concurrency;
+        let mut claimed = 0;
+        for (name, target) in &rt.settings.targets {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                break;
+            }
+            let state = self.target_state(name, target, concurrency);
+            if state.paused() {
+                continue;
+            }
+            let room = state.cap.saturating_sub(state.inflight.load(Ordering::Acquire));
+            let n = room.min(free);
+            if n == 0 {
+                continue;
+            }
+            let rows = match self.store.claim(name, n).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, target = %name, "cannot claim deliveries");
+                    continue;
+                }
+            };
+            for row in rows {
+                let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                    return claimed;
+                };
+                state.inflight.fetch_add(1, Ordering::AcqRel);
+                claimed += 1;
+                let this = self.clone();
+                let state = state.clone();
+                let shutdown = shutdown.clone();
+                let span = tracing::info_span!("delivery", event_id = %row.event_id, hook = %row.hook, target = %row.target);
+                tasks.spawn(
+                    async move {
+                        let id = row.id;
+                        let outcome = this.process(row, &state, &shutdown).await;
+                        if let Err(e) = this.store.complete(id, outcome).await {
+                            tracing::error!(error = %e, "cannot record delivery outcome; it will be retried");
+                        }
+                        state.inflight.fetch_sub(1, Ordering::AcqRel);
+                        drop(permit);
+                        this.wake.notify_one();
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        claimed
+    }
+
+    async fn process(&self, row: Claimed, state: &TargetState, shutdown: &CancellationToken) -> Outcome {
+        let rt = (self.runtime)();
+        let settings = &rt.settings;
+        let Some(target) = settings.targets.get(&row.target) else {
+            return dead(None, format!("target {:?} is no longer configured", row.target), None, row.body);
+        };
+        let age = Duration::from_millis((now_ms() - row.age_from_ms).max(0) as u64);
+        if age >= Duration::from_secs(settings.delivery.max_age_secs) {
+            return dead(None, format!("not delivered within max_age_secs ({} s)", settings.delivery.max_age_secs), None, row.body);
+        }
+
+        let body = match row.body.clone() {
+            Some(b) => b,
+            None => {
+                let prepared = tokio::select! {
+                    p = self.prepare(&rt, &row) => p,
+                    _ = shutdown.cancelled() => return Outcome::Release,
+                };
+                match prepared {
+                    Prepared::Body(b) => b,
+                    Prepared::Skip(reason) => {
+                        tracing::info!(%reason, "not routed to this target");
+                        return Outcome::Skipped { reason };
+                    }
+                    Prepared::Fail(error) => {
+                        tracing::error!(%error, "cannot build the message");
+                        return dead(None, error, None, None);
+                    }
+                }
+            }
+        };
+
+        if let Some(limiter) = &state.limiter {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = shutdown.cancelled() => return Outcome::Release,
+            }
+        }
+
+        let attempt = row.attempts + 1;
+        let host = target.safe_host();
+        let result = self.sender.send(target, &body).await;
+        let (status, verdict, retry_after, response, error) = match result {
+            Ok(r) => {
+                let verdict = policy::classify(target.kind, r.status, &r.body);
+                let error = match verdict {
+                    Verdict::Delivered => String::new(),
+                    _ => format!("HTTP {}", r.status),
+                };
+                let retry_after = if matches!(r.status, 429 | 503) {
+                    r.retry_after.as_deref().and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+                } else {
+                    None
+                };
+                (Some(r.status), verdict, retry_after, Some(policy::excerpt(&r.body, 2048)), error)
+            }
+            Err(e) => (None, Verdict::Retry, None, None, e),
+        };
+
+        match verdict {
+            Verdict::Delivered => {
+                tracing::info!(%host, status = status.unwrap_or(0), attempt, "delivered");
+                Outcome::Delivered { status: status.unwrap_or(0), body }
+            }
+            Verdict::Permanent => {
+                tracing::warn!(%host, status = status.unwrap_or(0), attempt, response = response.as_deref().unwrap_or(""), "permanent failure: dead letter");
+                dead(status, error, response, Some(body))
+            }
+            Verdict::Retry => {
+                let d = &settings.delivery;
+                let max = Duration::from_secs(d.backoff_max_secs);
+                if policy::exhausted(attempt, d.max_attempts, age, Duration::from_secs(d.max_age_secs)) {
+                    tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, "retries exhausted: dead letter");
+                    return dead(status, format!("{error} (after {attempt} attempts)"), response, Some(body));
+                }
+                if let Some(ra) = retry_after {
+                    // The target asked everyone to wait, not only this delivery.
+                    state.pause_for(ra.min(max));
+                }
+                let backoff = policy::backoff_delay(attempt, Duration::from_millis(d.backoff_initial_ms), max, rand::random::<f64>());
+                let delay = policy::next_delay(backoff, retry_after, max);
+                tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, next_retry_ms = delay.as_millis() as u64, "delivery failed, will retry");
+                Outcome::Retry {
+                    next_at_ms: now_ms() + delay.as_millis() as i64,
+                    status,
+                    error,
+                    response,
+                    body: Some(body),
+                }
+            }
+        }
+    }
+
+    /// Enrich, route and render a delivery's message.
+    async fn prepare(&self, rt: &Runtime, row: &Claimed) -> Prepared {
+        let settings = &rt.settings;
+        let Some(hook) = settings.hook_by_name(&row.hook) else {
+            return Prepared::Fail(format!("hook {:?} is no longer configured", row.hook));
+        };
+        let json: serde_json::Value = match serde_json::from_str(&row.event_json) {
+            Ok(v) => v,
+            Err(e) => return Prepared::Fail(format!("stored event is not JSON: {e}")),
+        };
+        let event = match WebhookEvent::from_json(json) {
+            Ok(e) => e,
+            Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
+        };
+        let creds = Credentials {
+            api_url: hook.api_url(&settings.sekoia).to_string(),
+            api_key: secrecy::SecretString::from(hook.api_key(&settings.sekoia).expose_secret().to_string()),
+        };
+        let enrichment = self.alerts.enrich(&creds, &event).await;
+        let (alert, error) = match &enrichment {
+            Enrichment::Enriched(a) => (Some(a.as_ref()), None),
+            Enrichment::Unavailable(reason) => (None, Some(reason.as_str())),
+            Enrichment::NotApplicable => (None, None),
+        };
+        let urgency = alert.and_then(crate::routing::alert_urgency);
+        if !crate::routing::target_selected(hook, &row.target, urgency) {
+            return Prepared::Skip(format!("no route of hook {:?} matched", hook.name));
+        }
+        let input = RenderInput {
+            event: &event.json,
+            alert,
+            enrichment_error: error,
+            hook_name: &hook.name,
+            target_name: &row.target,
+            app_url: hook.app_url(&settings.sekoia),
+        };
+        match rt.renderer.render(&row.target, &input) {
+            Ok(r) => Prepared::Body(r.body),
+            Err(e) => Prepared::Fail(format!("render failed: {e}")),
+        }
+    }
+}
+
+enum Prepared {
+    Body(String),
+    Skip(String),
+    Fail(String),
+}
+
+fn dead(status: Option<u16>, error: String, response: Option<String>, body: Option<String>) -> Outcome {
+    Outcome::Dead { status, error, response, body }
+}
+
+/// Build the shared HTTP sender from settings.
+pub fn build_sender(settings: &Settings) -> Result<Sender, reqwest::Error> {
+    Sender::new(Duration::from_secs(settings.delivery.timeout_secs))
+}

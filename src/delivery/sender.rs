@@ -1,0 +1,106 @@
+//! Posting a rendered body to a target (or printing it, for `console`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use crate::configuration::{TargetKind, TargetSettings};
+
+/// Largest response body read from a target: enough for any error text, bounded so a hostile
+/// endpoint cannot make the relay buffer gigabytes.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A target's answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+/// One HTTP client for every target: connections are pooled and reused.
+#[derive(Clone)]
+pub struct Sender {
+    http: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sekoia-relay/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { http })
+    }
+
+    /// Send `body` to the target. `Err` is a transport failure (connect, timeout, reset), always
+    /// retryable; its text never contains the URL.
+    pub async fn send(&self, target: &TargetSettings, body: &str) -> Result<Response, String> {
+        if target.kind == TargetKind::Console {
+            let mut out = std::io::stdout().lock();
+            return writeln!(out, "{body}\n")
+                .and_then(|_| out.flush())
+                .map(|_| Response {
+                    status: 200,
+                    retry_after: None,
+                    body: String::new(),
+                })
+                .map_err(|e| format!("cannot write to stdout: {e}"));
+        }
+        let Some(url) = &target.url else {
+            return Err("target has no url".into());
+        };
+        let mut req = self
+            .http
+            .post(url.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        for (name, value) in &target.headers {
+            req = req.header(name.as_str(), value.expose_secret());
+        }
+        let mut res = req.send().await.map_err(describe)?;
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut buf = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(describe)? {
+            let room = MAX_RESPONSE_BYTES - buf.len();
+            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if buf.len() >= MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+        Ok(Response {
+            status,
+            retry_after,
+            body: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+}
+
+/// A transport error without its URL (reqwest includes it in Display).
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "response body error"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut msg = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}

@@ -1,0 +1,227 @@
+//! Wiring: build every stage from the settings, bind the listener, run until told to stop.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::{HookSettings, Settings};
+use crate::delivery::{build_sender, Deliverer};
+use crate::render::{RenderError, Renderer};
+use crate::routes;
+use crate::sekoia::{AlertClient, SekoiaError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("templates: {0}")]
+    Render(#[from] RenderError),
+    #[error("SEKOIA.IO client: {0}")]
+    Sekoia(#[from] SekoiaError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A hook ready to serve: its settings and the targets its deliveries are created for.
+pub struct HookEntry {
+    pub settings: HookSettings,
+    pub targets: Vec<String>,
+}
+
+/// The config-derived part of the relay, swapped as a whole on reload.
+pub struct Runtime {
+    pub settings: Arc<Settings>,
+    pub renderer: Arc<Renderer>,
+    hooks_by_id: HashMap<String, HookEntry>,
+}
+
+impl Runtime {
+    /// Compile everything the config needs (templates included). Fails without side effects,
+    /// so a bad reload leaves the running config in place.
+    pub fn build(settings: Settings) -> Result<Runtime, RenderError> {
+        let renderer = Arc::new(Renderer::new(&settings)?);
+        let hooks_by_id = settings
+            .hooks
+            .iter()
+            .map(|h| {
+                (
+                    h.id.clone(),
+                    HookEntry {
+                        settings: h.clone(),
+                        targets: h.candidate_targets(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Runtime {
+            settings: Arc::new(settings),
+            renderer,
+            hooks_by_id,
+        })
+    }
+
+    pub fn hook_by_id(&self, id: &str) -> Option<&HookEntry> {
+        self.hooks_by_id.get(id)
+    }
+}
+
+/// State shared by the HTTP handlers.
+pub struct AppState {
+    runtime: Arc<ArcSwap<Runtime>>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+}
+
+/// The actix app: routes only, so tests could drive it without a socket.
+pub fn build_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .route("/hooks/{id}", web::post().to(routes::hooks::receive))
+        .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
+        .route("/healthz", web::get().to(routes::health::healthz))
+        .route("/readyz", web::get().to(routes::health::readyz))
+        .default_service(web::to(routes::not_found))
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    deliverer: Arc<Deliverer>,
+    store: Store,
+    runtime: Arc<ArcSwap<Runtime>>,
+    grace: Duration,
+}
+
+impl Application {
+    /// Open the store, compile templates, bind the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store = Store::open(&settings.resolve(&settings.store.path), settings.store.sync)?;
+        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?);
+        let sender = build_sender(&settings)?;
+        let listen = settings.server.listen.clone();
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let max_body = settings.server.max_body_bytes;
+        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(settings)?));
+        let wake = Arc::new(Notify::new());
+
+        let rt_for_delivery = runtime.clone();
+        let deliverer = Deliverer::new(
+            store.clone(),
+            alerts,
+            sender,
+            Arc::new(move || rt_for_delivery.load_full()),
+            wake.clone(),
+        );
+
+        let listener = TcpListener::bind(&listen).map_err(|source| StartupError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let state = web::Data::new(AppState {
+            runtime: runtime.clone(),
+            store: store.clone(),
+            wake,
+        });
+        let server = HttpServer::new(move || build_app(state.clone()))
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: listen.clone(),
+                source,
+            })?
+            // Slow clients must not hold connections: headers within 5 s, idle keep-alive 30 s.
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(2))
+            .keep_alive(Duration::from_secs(30))
+            .max_connection_rate(256)
+            .shutdown_timeout(grace.as_secs().max(1))
+            .disable_signals()
+            .run();
+        tracing::info!(addr = %listen, port, max_body, "listening");
+        Ok(Application {
+            port,
+            server,
+            deliverer,
+            store,
+            runtime,
+            grace,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serve and deliver until `shutdown` resolves, then stop accepting, drain in-flight
+    /// deliveries within `shutdown_grace_secs`, and return.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let stop = CancellationToken::new();
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let delivery = tokio::spawn(self.deliverer.clone().run(stop.clone(), self.grace));
+        let pruner = tokio::spawn(prune_loop(self.store.clone(), self.runtime.clone(), stop.clone()));
+
+        shutdown.await;
+        tracing::info!("shutting down: no longer accepting events");
+        // Stop accepting first, so nothing is acknowledged that the drain below won't see.
+        handle.stop(true).await;
+        stop.cancel();
+        let _ = delivery.await;
+        let _ = pruner.await;
+        let _ = server.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Hourly: drop finished rows older than `retention_days` (kept for inspection until then).
+async fn prune_loop(store: Store, runtime: Arc<ArcSwap<Runtime>>, stop: CancellationToken) {
+    loop {
+        let rt = runtime.load_full();
+        let keep = &rt.settings.store;
+        let window_days = keep.retention_days.max(keep.dedup_window_secs.div_ceil(86400));
+        let cutoff = crate::store::now_ms() - (window_days as i64) * 86_400_000;
+        match store.prune(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned finished deliveries"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

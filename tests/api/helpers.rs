@@ -1,0 +1,250 @@
+//! Test harness: the real server on port 0, wiremock standing in for SEKOIA.IO and the chat
+//! tools, a temporary store file, and helpers to wait for what the mocks receive.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sekoia_relay::configuration;
+use sekoia_relay::startup::Application;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use wiremock::{MockServer, Request};
+
+pub const HOOK_ID: &str = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e";
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).expect("fixture is JSON")
+}
+
+/// A version-2 alert event for a fresh alert uuid (distinct events, as in a storm).
+pub fn alert_event(n: usize) -> Value {
+    let mut e = fixture_json("webhook-alert-created.json");
+    e["attributes"]["uuid"] = Value::from(format!("00000000-0000-4000-8000-{n:012}"));
+    e["attributes"]["short_id"] = Value::from(format!("ALtest{n}"));
+    e
+}
+
+/// The default test config: fast retries, short deadlines, no rate limits, a hook `soc`
+/// routed to `teams` and `slack` targets on the chat mock. `{api}`, `{chat}` and `{dir}` in
+/// `extra` are substituted, and `extra` is appended (TOML tables), so tests add targets/hooks.
+pub fn config_text(api: &str, chat: &str, dir: &Path, body: &str) -> String {
+    let base = r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_secs = 2
+log_format = "json"
+
+[sekoia]
+api_url = "{api}"
+app_url = "https://app.sekoia.test"
+api_key = "test-api-key-0123456789"
+timeout_secs = 1
+max_requests_per_sec = 0
+enrich_deadline_secs = 2
+
+[store]
+path = "{dir}/relay.db"
+
+[delivery]
+backoff_initial_ms = 20
+backoff_max_secs = 1
+timeout_secs = 2
+max_attempts = 5
+"#;
+    (base.to_string() + body)
+        .replace("{api}", api)
+        .replace("{chat}", chat)
+        .replace("{dir}", &dir.display().to_string())
+}
+
+/// Targets and hook used by most tests.
+pub const DEFAULT_ROUTING: &str = r#"
+[targets.teams]
+kind = "teams"
+url = "{chat}/teams"
+rate_limit_per_sec = 0
+
+[targets.slack]
+kind = "slack"
+url = "{chat}/slack"
+rate_limit_per_sec = 0
+
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["teams", "slack"]
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub sekoia: MockServer,
+    pub chat: MockServer,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(DEFAULT_ROUTING).await
+    }
+
+    /// Start the relay with `routing` (targets and hooks, see [`config_text`]).
+    pub async fn spawn_with(routing: &str) -> TestApp {
+        let sekoia = MockServer::start().await;
+        let chat = MockServer::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start(sekoia, chat, dir, routing).await
+    }
+
+    /// Start a relay on existing mocks and store directory (a restart).
+    pub async fn start(
+        sekoia: MockServer,
+        chat: MockServer,
+        dir: tempfile::TempDir,
+        routing: &str,
+    ) -> TestApp {
+        let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), routing);
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let settings = configuration::load(&config_path).expect("test config is valid");
+        let app = Application::build(settings).await.expect("app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            sekoia,
+            chat,
+            dir,
+            config_path,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn hook_url(&self) -> String {
+        format!("{}/hooks/{HOOK_ID}", self.address)
+    }
+
+    pub async fn post_event(&self, event: &Value) -> reqwest::Response {
+        self.client
+            .post(self.hook_url())
+            .json(event)
+            .send()
+            .await
+            .expect("post reaches the relay")
+    }
+
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.post(self.hook_url()).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        req.send().await.expect("post reaches the relay")
+    }
+
+    /// Graceful stop (what SIGTERM does); returns the mocks and the store for a restart.
+    pub async fn shutdown(mut self) -> (MockServer, MockServer, tempfile::TempDir) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("run task").expect("clean shutdown");
+        }
+        (self.sekoia, self.chat, self.dir)
+    }
+
+    /// Run the real binary's CLI against this app's config (e.g. `dead-letters list`).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .expect("run the CLI")
+    }
+}
+
+/// Requests received by `server` on `path`.
+pub async fn received(server: &MockServer, path: &str) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == path)
+        .collect()
+}
+
+/// Wait until `server` has received at least `n` requests on `path` (up to `within`).
+pub async fn wait_for(server: &MockServer, path: &str, n: usize, within: Duration) -> Vec<Request> {
+    let start = Instant::now();
+    loop {
+        let got = received(server, path).await;
+        if got.len() >= n || start.elapsed() > within {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn body_json(r: &Request) -> Value {
+    serde_json::from_slice(&r.body).expect("request body is JSON")
+}
+
+/// The Alert API answers every alert with `alert.json`.
+pub async fn mount_alert(sekoia: &MockServer) {
+    use wiremock::matchers::{method, path_regex};
+    wiremock::Mock::given(method("GET"))
+        .and(path_regex("^/v1/sic/alerts/.+$"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json"),
+        )
+        .mount(sekoia)
+        .await;
+}
+
+/// Every chat path answers 200 `ok` (Slack's and Mattermost's success body).
+pub async fn mount_chat_ok(chat: &MockServer) {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(chat)
+        .await;
+}
+
+/// A wiremock responder that records when each request arrived, for "waited at least" checks.
+#[derive(Clone)]
+pub struct Timed {
+    pub times: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    pub response: wiremock::ResponseTemplate,
+}
+
+impl Timed {
+    pub fn new(response: wiremock::ResponseTemplate) -> Self {
+        Self {
+            times: Default::default(),
+            response,
+        }
+    }
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.times.lock().unwrap().clone()
+    }
+}
+
+impl wiremock::Respond for Timed {
+    fn respond(&self, _: &Request) -> wiremock::ResponseTemplate {
+        self.times.lock().unwrap().push(Instant::now());
+        self.response.clone()
+    }
+}

@@ -1,0 +1,214 @@
+//! Every row of the SPEC §4 table, through the real server.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn detail(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.expect("error bodies are JSON");
+    (status, body)
+}
+
+#[tokio::test]
+async fn valid_event_is_accepted_with_an_event_id() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    mount_chat_ok(&app.chat).await;
+    let (status, body) = detail(app.post_event(&fixture_json("webhook-alert-created.json")).await).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["status"], "accepted");
+    assert!(body["event_id"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn same_event_again_is_a_duplicate_and_not_resent() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    mount_chat_ok(&app.chat).await;
+    let event = fixture_json("webhook-alert-created.json");
+    let (s1, b1) = detail(app.post_event(&event).await).await;
+    let (s2, b2) = detail(app.post_event(&event).await).await;
+    assert_eq!((s1, s2), (202, 200));
+    assert_eq!(b2["status"], "duplicate");
+    assert_eq!(b1["event_id"], b2["event_id"]);
+    // The same alert updated is a new event, not a duplicate.
+    let (s3, _) = detail(app.post_event(&fixture_json("webhook-alert-updated.json")).await).await;
+    assert_eq!(s3, 202);
+    wait_for(&app.chat, "/teams", 2, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(&app.chat, "/teams").await.len(), 2, "one message per accepted event");
+    assert_eq!(received(&app.chat, "/slack").await.len(), 2);
+}
+
+#[tokio::test]
+async fn excluded_type_or_action_is_filtered() {
+    let app = TestApp::spawn_with(
+        r#"
+[targets.out]
+kind = "webhook"
+url = "{chat}/out"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["out"]
+types = ["alert"]
+actions = ["created"]
+"#,
+    )
+    .await;
+    let (s, b) = detail(app.post_event(&fixture_json("webhook-alert-updated.json")).await).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("filtered")));
+    let (s, b) = detail(app.post_event(&fixture_json("webhook-content-proposal.json")).await).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("filtered")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(received(&app.chat, "/out").await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_hook_is_404_with_detail() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(format!("{}/hooks/not-a-hook", app.address))
+        .json(&fixture_json("webhook-alert-created.json"))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = detail(res).await;
+    assert_eq!(s, 404);
+    assert!(b["detail"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn address_outside_allow_from_is_403() {
+    let app = TestApp::spawn_with(
+        r#"
+[targets.out]
+kind = "webhook"
+url = "{chat}/out"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["out"]
+allow_from = ["192.0.2.0/24"]
+"#,
+    )
+    .await;
+    // X-Forwarded-For from an untrusted peer is ignored: it cannot open the door.
+    let res = app
+        .client
+        .post(app.hook_url())
+        .header("X-Forwarded-For", "192.0.2.10")
+        .json(&fixture_json("webhook-alert-created.json"))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = detail(res).await;
+    assert_eq!(s, 403);
+    assert!(b["detail"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn non_json_and_non_utf8_bodies_are_400() {
+    let app = TestApp::spawn().await;
+    for body in [b"not json".to_vec(), vec![0xff, 0xfe, 0x00], b"{\"type\":".to_vec()] {
+        let (s, b) = detail(app.post_raw(body, Some("application/json")).await).await;
+        assert_eq!(s, 400);
+        assert!(b["detail"].as_str().is_some());
+    }
+}
+
+#[tokio::test]
+async fn json_that_is_not_a_v2_event_is_422() {
+    let app = TestApp::spawn().await;
+    let mut no_type = fixture_json("webhook-alert-created.json");
+    no_type.as_object_mut().unwrap().remove("type");
+    let mut v1 = fixture_json("webhook-alert-created.json");
+    v1["metadata"]["version"] = json!(1);
+    let mut no_uuid = fixture_json("webhook-alert-created.json");
+    no_uuid["attributes"].as_object_mut().unwrap().remove("uuid");
+    let mut no_metadata = fixture_json("webhook-alert-created.json");
+    no_metadata.as_object_mut().unwrap().remove("metadata");
+    for event in [no_type, v1, no_uuid, no_metadata, json!([1, 2])] {
+        let (s, b) = detail(app.post_event(&event).await).await;
+        assert_eq!(s, 422, "{event}");
+        assert!(b["detail"].as_str().unwrap().contains("version-2"));
+    }
+}
+
+#[tokio::test]
+async fn unknown_types_and_fields_are_accepted() {
+    let app = TestApp::spawn().await;
+    mount_chat_ok(&app.chat).await;
+    let event = json!({
+        "type": "rule-deprecated", "action": "created", "future_field": {"x": 1},
+        "attributes": {"uuid": "r1"}, "metadata": {"version": 2, "created": "2026-01-01T00:00:00Z"}
+    });
+    let (s, _) = detail(app.post_event(&event).await).await;
+    assert_eq!(s, 202);
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let app = TestApp::spawn().await;
+    let mut event = fixture_json("webhook-alert-created.json");
+    event["padding"] = json!("x".repeat(70_000));
+    let (s, b) = detail(app.post_event(&event).await).await;
+    assert_eq!(s, 413);
+    assert!(b["detail"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn non_json_content_type_is_415_and_missing_is_accepted() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    mount_chat_ok(&app.chat).await;
+    let body = fixture("webhook-alert-created.json");
+    let (s, b) = detail(app.post_raw(body.clone(), Some("text/plain")).await).await;
+    assert_eq!(s, 415);
+    assert!(b["detail"].as_str().is_some());
+    let (s, _) = detail(app.post_raw(body, None).await).await;
+    assert_eq!(s, 202);
+}
+
+#[tokio::test]
+async fn locked_store_answers_503_never_2xx_then_recovers() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    mount_chat_ok(&app.chat).await;
+    // Another process holds the write lock longer than the store's busy timeout.
+    let db = app.dir.path().join("relay.db");
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = app.post_event(&fixture_json("webhook-alert-created.json")).await;
+    let (s, b) = detail(res).await;
+    assert_eq!(s, 503);
+    assert!(b["detail"].as_str().is_some());
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    locker.join().unwrap();
+    let (s, _) = detail(app.post_event(&fixture_json("webhook-alert-created.json")).await).await;
+    assert_eq!(s, 202, "the same event is accepted once the store is writable again");
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let h = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    let r = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, b) = detail(app.client.get(format!("{}/nope", app.address)).send().await.unwrap()).await;
+    assert_eq!(s, 404);
+    assert!(b["detail"].as_str().is_some());
+}

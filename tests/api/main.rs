@@ -1,0 +1,7 @@
+//! Integration tests: the real server on port 0, wiremock for SEKOIA.IO and the chat tools.
+
+mod delivery;
+mod durability;
+mod enrichment;
+mod helpers;
+mod ingest;
