@@ -19,6 +19,8 @@
 //!   reasons or errors, and logs show the API host only.
 
 mod policy;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
