@@ -414,10 +414,10 @@ async fn failing_past_the_deadline_is_unavailable() {
 
     let outcome = client.enrich(&creds(&server.uri()), &event(CREATED)).await;
 
-    assert_eq!(
-        unavailable(&outcome),
-        "API unavailable for 1 s (last: HTTP 500)"
-    );
+    // "for 1 s" on any sane machine; only the shape is asserted, not the timing.
+    let reason = unavailable(&outcome);
+    assert!(reason.starts_with("API unavailable for "), "{reason}");
+    assert!(reason.ends_with(" s (last: HTTP 500)"), "{reason}");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(calls(&server).await > 1);
     // Cached: a second target does not wait the deadline again.
@@ -444,10 +444,10 @@ async fn connection_errors_are_retried_until_the_deadline() {
         .enrich(&creds(&format!("http://127.0.0.1:{port}")), &event(CREATED))
         .await;
 
-    assert_eq!(
-        unavailable(&outcome),
-        "API unavailable for 1 s (last: connection error)"
-    );
+    // "for 1 s" on any sane machine; only the shape is asserted, not the timing.
+    let reason = unavailable(&outcome);
+    assert!(reason.starts_with("API unavailable for "), "{reason}");
+    assert!(reason.ends_with(" s (last: connection error)"), "{reason}");
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
