@@ -1,0 +1,402 @@
+//! The SEKOIA.IO Alert API client: fetch the full alert behind a webhook event, once.
+//!
+//! `GET {api_url}/v1/sic/alerts/{uuid}?stix=false&comments=false&countermeasures=false&history=false`
+//! with `Authorization: Bearer {api_key}`.
+//!
+//! - **One call per alert.** Results (including failures) are cached for `cache_ttl_secs`,
+//!   keyed by (API URL, a SHA-256 fingerprint of the key, alert uuid, the event's
+//!   `created_at`): every target and hook of one event shares one call, while an `updated`
+//!   event (new `created_at`) fetches fresh data. Concurrent callers for the same key wait for
+//!   the single request in flight. With `cache_ttl_secs = 0` nothing is kept, but concurrent
+//!   callers still share the request in flight.
+//! - **Global rate limit** of `max_requests_per_sec` (0 = none) over all keys, spaced evenly;
+//!   waiting for it does not count toward the deadline.
+//! - **Retries** of 408/429/5xx, timeouts and connection errors with backoff and full jitter
+//!   ([`policy`]), honouring `Retry-After`, until `enrich_deadline_secs` after the first failed
+//!   call. 401/403/404 and other 4xx give up at once.
+//! - **Never fails.** Every failure becomes [`Enrichment::Unavailable`] with a reason fit for
+//!   the chat message, so the alert still goes out (SPEC §5). The key never appears in logs,
+//!   reasons or errors, and logs show the API host only.
+
+mod policy;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use moka::future::Cache;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::configuration::SekoiaSettings;
+use crate::domain::event::WebhookEvent;
+use crate::telemetry::redact_url;
+
+pub(crate) use policy::RetryTuning;
+use policy::{
+    backoff_delay, classify_status, error_excerpt, next_delay, parse_retry_after, StatusClass,
+};
+
+const USER_AGENT: &str = concat!("sekoia-relay/", env!("CARGO_PKG_VERSION"));
+const QUERY: &str = "stix=false&comments=false&countermeasures=false&history=false";
+/// Largest alert body accepted (`stix=false` alerts are a few KiB; this is a safety bound).
+const MAX_ALERT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest part of an error body read, for the log excerpt.
+const MAX_ERROR_BYTES: usize = 4 * 1024;
+/// Entries kept at most; the rate limit bounds how many can be created per TTL anyway.
+const CACHE_CAPACITY: u64 = 10_000;
+
+/// The API base and key for one hook (per-hook overrides already applied by the caller).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub api_url: String,
+    pub api_key: SecretString,
+}
+
+/// The outcome of enriching one event.
+#[derive(Debug, Clone)]
+pub enum Enrichment {
+    /// The alert object as returned by the Alert API.
+    Enriched(Arc<Value>),
+    /// Why details are unavailable, for the message ("SEKOIA.IO API answered 404 (alert not
+    /// found)", "no API key configured", "API unavailable for 120 s (last: HTTP 503)").
+    /// Never contains the key or the full URL.
+    Unavailable(String),
+    /// Not an alert event, or a `deleted` one: not enriched by design.
+    NotApplicable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SekoiaError {
+    #[error("cannot build the HTTP client for the SEKOIA.IO API: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// One cached call: see the module documentation for why each part is in the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    api_url: String,
+    key_fingerprint: [u8; 32],
+    uuid: String,
+    created_at: Option<String>,
+}
+
+/// The Alert API client, shared in an `Arc` by all delivery workers.
+pub struct AlertClient {
+    http: reqwest::Client,
+    cache: Cache<CacheKey, Enrichment>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    deadline: Duration,
+    tuning: RetryTuning,
+}
+
+impl std::fmt::Debug for AlertClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertClient")
+            .field("deadline", &self.deadline)
+            .field("rate_limited", &self.limiter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Log fields of one enrichment.
+struct Ctx<'a> {
+    alert: &'a str,
+    uuid: &'a str,
+    api: String,
+}
+
+/// One attempt that did not settle the outcome.
+struct Failure {
+    /// For the message and logs: "HTTP 503", "timeout", "connection error".
+    last: String,
+    retry_after: Option<Duration>,
+}
+
+enum Attempt {
+    Done(Enrichment),
+    Retry(Failure),
+}
+
+impl AlertClient {
+    pub fn new(settings: &SekoiaSettings) -> Result<AlertClient, SekoiaError> {
+        Self::with_tuning(settings, RetryTuning::default())
+    }
+
+    /// [`AlertClient::new`] with another backoff (tests use milliseconds).
+    pub(crate) fn with_tuning(
+        settings: &SekoiaSettings,
+        tuning: RetryTuning,
+    ) -> Result<AlertClient, SekoiaError> {
+        let timeout = Duration::from_secs(settings.timeout_secs);
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        // Built once so connections are reused; the system proxy (HTTPS_PROXY, NO_PROXY) is
+        // reqwest's default and stays on.
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(SekoiaError::HttpClient)?;
+        let cache = Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .time_to_live(Duration::from_secs(settings.cache_ttl_secs))
+            .build();
+        // Evenly spaced (burst of 1): SEKOIA's WAF guidance is "at most 5 requests per second",
+        // and spacing keeps every one-second window within it.
+        let limiter = std::num::NonZeroU32::new(settings.max_requests_per_sec)
+            .and_then(|n| Quota::with_period(Duration::from_secs(1) / n.get()))
+            .map(RateLimiter::direct);
+        Ok(AlertClient {
+            http,
+            cache,
+            limiter,
+            deadline: Duration::from_secs(settings.enrich_deadline_secs),
+            tuning,
+        })
+    }
+
+    /// Fetch the alert behind `event`, or say why not.
+    ///
+    /// Never fails: every failure becomes [`Enrichment::Unavailable`] so the alert still goes
+    /// out. May take up to `enrich_deadline_secs` (plus a request timeout and rate-limit waits)
+    /// while the API fails transiently.
+    pub async fn enrich(&self, creds: &Credentials, event: &WebhookEvent) -> Enrichment {
+        if !event.is_alert() || event.action == "deleted" {
+            return Enrichment::NotApplicable;
+        }
+        let Some(uuid) = event.uuid.as_deref() else {
+            return Enrichment::Unavailable("the event carries no alert uuid".into());
+        };
+        let key = creds.api_key.expose_secret().trim();
+        if key.is_empty() {
+            return Enrichment::Unavailable("no API key configured".into());
+        }
+        let api_url = creds.api_url.trim().trim_end_matches('/');
+        let ctx = Ctx {
+            alert: event.short_id.as_deref().unwrap_or("-"),
+            uuid,
+            api: redact_url(api_url),
+        };
+        let Some(url) = alert_url(api_url, uuid) else {
+            tracing::warn!(alert = ctx.alert, uuid, api = %ctx.api, "the SEKOIA.IO API URL is not a valid http(s) URL");
+            return Enrichment::Unavailable("the SEKOIA.IO API URL is not valid".into());
+        };
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {key}")) else {
+            tracing::warn!(alert = ctx.alert, uuid, api = %ctx.api, "the SEKOIA.IO API key contains characters not allowed in an HTTP header");
+            return Enrichment::Unavailable("the API key is malformed".into());
+        };
+        auth.set_sensitive(true);
+        let cache_key = CacheKey {
+            api_url: api_url.to_owned(),
+            key_fingerprint: Sha256::digest(key.as_bytes()).into(),
+            uuid: uuid.to_owned(),
+            created_at: event.created_at.clone(),
+        };
+        // Single flight: concurrent callers with the same key wait for this one future.
+        self.cache
+            .get_with(cache_key, self.fetch(url, auth, &ctx))
+            .await
+    }
+
+    /// Call the API until it settles the outcome or the deadline passes.
+    async fn fetch(&self, url: url::Url, auth: HeaderValue, ctx: &Ctx<'_>) -> Enrichment {
+        let mut deadline: Option<Instant> = None;
+        let mut first_failure: Option<Instant> = None;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if let Some(limiter) = &self.limiter {
+                let start = Instant::now();
+                limiter.until_ready().await;
+                // Waiting for the local rate limit is not the API's fault: it does not count.
+                if let Some(d) = deadline.as_mut() {
+                    *d += start.elapsed();
+                }
+            }
+            let failure = match self.attempt(url.clone(), auth.clone(), ctx, attempt).await {
+                Attempt::Done(outcome) => return outcome,
+                Attempt::Retry(failure) => failure,
+            };
+            let now = Instant::now();
+            let first = *first_failure.get_or_insert(now);
+            let until = *deadline.get_or_insert(now + self.deadline);
+            if now >= until {
+                let secs = now.duration_since(first).as_secs();
+                tracing::warn!(
+                    alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,
+                    "SEKOIA.IO API still failing after the enrichment deadline; sending the alert unenriched"
+                );
+                return Enrichment::Unavailable(format!(
+                    "API unavailable for {secs} s (last: {})",
+                    failure.last
+                ));
+            }
+            let backoff = backoff_delay(attempt, self.tuning, rand::random::<f64>());
+            let delay = next_delay(backoff, failure.retry_after, until - now);
+            tracing::info!(
+                alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,
+                retry_in_ms = delay.as_millis() as u64,
+                "SEKOIA.IO API call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One GET, classified.
+    async fn attempt(
+        &self,
+        url: url::Url,
+        auth: HeaderValue,
+        ctx: &Ctx<'_>,
+        attempt: u32,
+    ) -> Attempt {
+        let sent = self.http.get(url).header(AUTHORIZATION, auth).send().await;
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => return Attempt::Retry(transport_failure(e, ctx, attempt)),
+        };
+        let status = resp.status().as_u16();
+        match classify_status(status) {
+            StatusClass::Success => match read_limited(&mut resp, MAX_ALERT_BYTES).await {
+                Ok((body, false)) => match serde_json::from_slice::<Value>(&body) {
+                    Ok(alert @ Value::Object(_)) => {
+                        tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, "alert fetched");
+                        Attempt::Done(Enrichment::Enriched(Arc::new(alert)))
+                    }
+                    _ => {
+                        tracing::warn!(
+                            alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status,
+                            excerpt = %error_excerpt(&body),
+                            "SEKOIA.IO API answered with a body that is not a JSON object"
+                        );
+                        Attempt::Done(Enrichment::Unavailable(format!(
+                            "SEKOIA.IO API answered {status} with a body that is not a JSON alert"
+                        )))
+                    }
+                },
+                Ok((_, true)) => {
+                    tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, limit = MAX_ALERT_BYTES, "alert body too large");
+                    Attempt::Done(Enrichment::Unavailable(format!(
+                        "SEKOIA.IO API answered {status} with a body over {} MiB",
+                        MAX_ALERT_BYTES / (1024 * 1024)
+                    )))
+                }
+                // The body broke off (reset, timeout): as transient as a failed request.
+                Err(e) => Attempt::Retry(transport_failure(e, ctx, attempt)),
+            },
+            StatusClass::Retry => {
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let excerpt = body_excerpt(&mut resp).await;
+                tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, excerpt = %excerpt, "SEKOIA.IO API error response");
+                Attempt::Retry(Failure {
+                    last: format!("HTTP {status}"),
+                    retry_after,
+                })
+            }
+            StatusClass::GiveUp => {
+                let excerpt = body_excerpt(&mut resp).await;
+                let reason = match status {
+                    401 | 403 => {
+                        tracing::warn!(
+                            alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, excerpt = %excerpt,
+                            "SEKOIA.IO API refused the API key: it must be valid and have the SIC_READ_ALERTS permission; sending the alert unenriched"
+                        );
+                        if status == 401 {
+                            "API key invalid or expired"
+                        } else {
+                            "API key lacks the SIC_READ_ALERTS permission"
+                        }
+                    }
+                    404 => {
+                        tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, excerpt = %excerpt, "alert not found by the SEKOIA.IO API; sending the alert unenriched");
+                        "alert not found"
+                    }
+                    _ => {
+                        tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, excerpt = %excerpt, "unexpected SEKOIA.IO API answer; sending the alert unenriched");
+                        "unexpected answer"
+                    }
+                };
+                Attempt::Done(Enrichment::Unavailable(format!(
+                    "SEKOIA.IO API answered {status} ({reason})"
+                )))
+            }
+        }
+    }
+}
+
+/// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...`, the uuid percent-encoded as one path
+/// segment. `None` for a URL that is not http(s) or cannot carry a path.
+fn alert_url(api_url: &str, uuid: &str) -> Option<url::Url> {
+    let mut url = url::Url::parse(api_url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(["v1", "sic", "alerts", uuid]);
+    url.set_query(Some(QUERY));
+    url.set_fragment(None);
+    Some(url)
+}
+
+/// Classify and log a request that got no (complete) answer. The URL is stripped from the
+/// error first: logs show the API host only.
+fn transport_failure(e: reqwest::Error, ctx: &Ctx<'_>, attempt: u32) -> Failure {
+    let e = e.without_url();
+    let last = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection error"
+    } else {
+        "transport error"
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, error = %detail, "SEKOIA.IO API request failed");
+    Failure {
+        last: last.into(),
+        retry_after: None,
+    }
+}
+
+/// Read at most `limit` bytes of the body; the flag says whether more was left unread.
+async fn read_limited(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit.saturating_sub(buf.len());
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+/// A bounded, sanitised excerpt of an error body, for logs.
+async fn body_excerpt(resp: &mut reqwest::Response) -> String {
+    match read_limited(resp, MAX_ERROR_BYTES).await {
+        Ok((body, _)) => error_excerpt(&body),
+        Err(_) => "<unreadable body>".into(),
+    }
+}

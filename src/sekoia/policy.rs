@@ -1,0 +1,222 @@
+//! The Alert API client's retry policy, as pure functions: no I/O, no clock, no randomness
+//! inside (the caller passes `now` and a random `unit`), so every rule is unit-tested.
+
+use std::time::{Duration, SystemTime};
+
+/// Backoff parameters. Production uses [`RetryTuning::default`]; tests shrink them so a
+/// "500, 500, 200" scenario runs in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryTuning {
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryTuning {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What to do with an HTTP status from `GET /v1/sic/alerts/{uuid}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusClass {
+    /// 2xx: read the body.
+    Success,
+    /// 408, 429, 5xx: transient, retry until the deadline.
+    Retry,
+    /// Any other status (401, 403, 404, other 4xx, unfollowed 3xx): give up at once.
+    GiveUp,
+}
+
+/// Rule: 408, 429 and 5xx are retried; 2xx is success; everything else gives up at once.
+///
+/// Reason: 429 is SEKOIA.IO's WAF asking us to slow down and 5xx/408 are outages that pass;
+/// a 401/403 (key invalid or lacking `SIC_READ_ALERTS`) or a 404 (unknown alert) will not
+/// change in the next two minutes, so waiting would only delay the on-call message.
+pub(crate) fn classify_status(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Success,
+        408 | 429 | 500..=599 => StatusClass::Retry,
+        _ => StatusClass::GiveUp,
+    }
+}
+
+/// Delay before retry number `retry` (1 = the retry after the first failure): "full jitter",
+/// uniform in `[0, min(backoff_max, backoff_base * 2^(retry-1))]`, where `unit` is a random
+/// number in `[0, 1)` supplied by the caller.
+///
+/// Rule and reason: exponential so a struggling API (and SEKOIA.IO's WAF, which blocks clients
+/// that keep failing) gets room; full jitter so the delivery workers, which all hit the same
+/// outage at once, do not retry in lockstep; capped at 10 s by default so a recovery is noticed
+/// quickly within the 120 s enrichment deadline.
+pub(crate) fn backoff_delay(retry: u32, tuning: RetryTuning, unit: f64) -> Duration {
+    let doublings = retry.saturating_sub(1).min(31);
+    let ceiling = tuning
+        .backoff_base
+        .saturating_mul(1u32 << doublings)
+        .min(tuning.backoff_max);
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    ceiling.mul_f64(unit)
+}
+
+/// The `Retry-After` header as a delay: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+///
+/// Rule: a value that cannot be parsed, or a date already past, is `None` (the backoff alone
+/// decides). Reason: SEKOIA.IO does not document the header, so a malformed one must never
+/// stall or crash enrichment.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    at.duration_since(now).ok()
+}
+
+/// How long to sleep before the next attempt.
+///
+/// Rule: the jittered backoff, pushed later (never earlier) by `Retry-After`, and cut at the
+/// time left before the enrichment deadline. Reason: `Retry-After` is the server's earliest
+/// useful time, but a message must not wait past `enrich_deadline_secs` for it: at the
+/// deadline the relay makes its last attempt and then sends the alert unenriched.
+pub(crate) fn next_delay(
+    backoff: Duration,
+    retry_after: Option<Duration>,
+    remaining: Duration,
+) -> Duration {
+    backoff.max(retry_after.unwrap_or_default()).min(remaining)
+}
+
+/// Longest excerpt of an error body kept for logs, in characters.
+pub(crate) const EXCERPT_CHARS: usize = 200;
+
+/// What an error response body says, for logs only.
+///
+/// Rule: the JSON `message` first (what SEKOIA's SDK reads), then `detail` / `error`, else the
+/// raw text; cut to [`EXCERPT_CHARS`] characters at a character boundary, control characters
+/// replaced by spaces. Reason: the error format is undocumented, and a hostile or huge body
+/// must neither flood nor forge log lines.
+pub(crate) fn error_excerpt(body: &[u8]) -> String {
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            ["message", "detail", "error"].iter().find_map(|k| {
+                v.get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            })
+        });
+    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let mut out: String = text
+        .trim()
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().nth(EXCERPT_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUNING: RetryTuning = RetryTuning {
+        backoff_base: Duration::from_millis(250),
+        backoff_max: Duration::from_secs(10),
+    };
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(classify_status(200), StatusClass::Success);
+        for s in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(classify_status(s), StatusClass::Retry, "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 410, 422] {
+            assert_eq!(classify_status(s), StatusClass::GiveUp, "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_ceiling_doubles_from_the_base_up_to_the_max() {
+        let ceiling = |retry| backoff_delay(retry, TUNING, 1.0);
+        assert_eq!(ceiling(1), Duration::from_millis(250));
+        assert_eq!(ceiling(2), Duration::from_millis(500));
+        assert_eq!(ceiling(3), Duration::from_secs(1));
+        assert_eq!(ceiling(6), Duration::from_secs(8));
+        assert_eq!(ceiling(7), Duration::from_secs(10));
+        assert_eq!(ceiling(1000), Duration::from_secs(10));
+        // retry 0 is treated as the first retry rather than underflowing
+        assert_eq!(ceiling(0), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_over_the_ceiling() {
+        assert_eq!(backoff_delay(3, TUNING, 0.0), Duration::ZERO);
+        assert_eq!(backoff_delay(3, TUNING, 0.5), Duration::from_millis(500));
+        // out-of-range or non-finite randomness cannot escape [0, ceiling]
+        assert_eq!(backoff_delay(3, TUNING, 7.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(3, TUNING, -1.0), Duration::ZERO);
+        assert_eq!(backoff_delay(3, TUNING, f64::NAN), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 30 ", now),
+            Some(Duration::from_secs(30))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn retry_after_only_pushes_later_and_the_deadline_caps_everything() {
+        let ms = Duration::from_millis;
+        let big = Duration::from_secs(600);
+        assert_eq!(next_delay(ms(300), None, big), ms(300));
+        assert_eq!(next_delay(ms(300), Some(ms(1000)), big), ms(1000));
+        assert_eq!(next_delay(ms(300), Some(Duration::ZERO), big), ms(300));
+        assert_eq!(next_delay(ms(300), Some(ms(5000)), ms(800)), ms(800));
+        assert_eq!(next_delay(ms(300), None, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn error_excerpt_prefers_the_json_message_then_bounded_raw_text() {
+        assert_eq!(
+            error_excerpt(br#"{"message":"Insufficient permissions","code":7}"#),
+            "Insufficient permissions"
+        );
+        assert_eq!(error_excerpt(br#"{"detail":"nope"}"#), "nope");
+        assert_eq!(
+            error_excerpt(b"Forbidden: Insufficient permissions\n"),
+            "Forbidden: Insufficient permissions"
+        );
+        assert_eq!(error_excerpt(b"line1\nline2"), "line1 line2");
+        let long = "é".repeat(5000);
+        let cut = error_excerpt(long.as_bytes());
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(error_excerpt(&[0xff, 0xfe, b'x']), "\u{fffd}\u{fffd}x");
+        assert_eq!(error_excerpt(b""), "");
+    }
+}
