@@ -50,7 +50,9 @@ pub enum DeadLetterCommand {
         json: bool,
     },
     /// Re-queue dead letters; a running server sends them within seconds
-    #[command(after_help = "Examples:\n  sekoia-relay dead-letters retry 12 13\n  sekoia-relay dead-letters retry --all")]
+    #[command(
+        after_help = "Examples:\n  sekoia-relay dead-letters retry 12 13\n  sekoia-relay dead-letters retry --all"
+    )]
     Retry {
         /// Ids from `dead-letters list`
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -170,10 +172,20 @@ mod tests {
     #[test]
     fn cli_parses_commands() {
         Cli::command().debug_assert();
-        let c = Cli::parse_from(["sekoia-relay", "--config", "x.toml", "dead-letters", "retry", "--all"]);
+        let c = Cli::parse_from([
+            "sekoia-relay",
+            "--config",
+            "x.toml",
+            "dead-letters",
+            "retry",
+            "--all",
+        ]);
         assert!(matches!(
             c.command,
-            Some(Command::DeadLetters(DeadLetterCommand::Retry { all: true, .. }))
+            Some(Command::DeadLetters(DeadLetterCommand::Retry {
+                all: true,
+                ..
+            }))
         ));
         let c = Cli::parse_from(["sekoia-relay"]);
         assert!(c.command.is_none());

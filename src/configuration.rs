@@ -356,10 +356,8 @@ pub fn load_str(
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
 
     let overrides = collect_overrides(env);
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        &expanded,
-        config::FileFormat::Toml,
-    ));
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(&expanded, config::FileFormat::Toml));
     for (key, value) in overrides {
         builder = builder
             .set_override(key.as_str(), value)
@@ -382,7 +380,10 @@ fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
     let prefix = format!("{OVERRIDE_PREFIX}__");
     env.iter()
         .filter_map(|(k, v)| {
-            let key = k.strip_prefix(&prefix)?.to_ascii_lowercase().replace("__", ".");
+            let key = k
+                .strip_prefix(&prefix)?
+                .to_ascii_lowercase()
+                .replace("__", ".");
             let value = if let Ok(i) = v.parse::<i64>() {
                 config::Value::from(i)
             } else if let Ok(b) = v.parse::<bool>() {
@@ -456,10 +457,8 @@ pub fn expand_vars(
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(ConfigError::BadReference {
                     key: key.to_string(),
@@ -531,9 +530,9 @@ impl Settings {
             }
             match (&t.url, t.kind) {
                 (_, TargetKind::Console) => {}
-                (None, kind) => problems.push(format!(
-                    "targets.{name}: `url` is required for kind {kind}"
-                )),
+                (None, kind) => {
+                    problems.push(format!("targets.{name}: `url` is required for kind {kind}"))
+                }
                 (Some(u), _) => match url::Url::parse(u.expose_secret()) {
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
                         if t.kind == TargetKind::Teams
@@ -546,9 +545,7 @@ impl Settings {
                             ));
                         }
                     }
-                    _ => problems.push(format!(
-                        "targets.{name}.url is not an http(s) URL"
-                    )),
+                    _ => problems.push(format!("targets.{name}.url is not an http(s) URL")),
                 },
             }
         }
@@ -582,7 +579,9 @@ impl Settings {
             }
             let candidates = h.candidate_targets();
             if candidates.is_empty() {
-                problems.push(format!("{label}: no targets (set `targets` or add a route)"));
+                problems.push(format!(
+                    "{label}: no targets (set `targets` or add a route)"
+                ));
             }
             for t in &candidates {
                 if !self.targets.contains_key(t) {
@@ -663,7 +662,10 @@ mod tests {
     fn missing_variable_names_variable_and_key() {
         let err = expand_vars("${NOPE}", "targets.t.url", &|_| None).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("NOPE") && msg.contains("targets.t.url"), "{msg}");
+        assert!(
+            msg.contains("NOPE") && msg.contains("targets.t.url"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -679,8 +681,9 @@ mod tests {
     fn unknown_key_is_rejected_by_name() {
         let err = load_text(&format!("{MINIMAL}\n[server]\nlisten_adress = \"x\"\n")).unwrap_err();
         assert!(err.to_string().contains("listen_adress"), "{err}");
-        let err = load_text(&MINIMAL.replace("targets = [\"out\"]", "targets = [\"out\"]\ntargest = 1"))
-            .unwrap_err();
+        let err =
+            load_text(&MINIMAL.replace("targets = [\"out\"]", "targets = [\"out\"]\ntargest = 1"))
+                .unwrap_err();
         assert!(err.to_string().contains("targest"), "{err}");
     }
 
@@ -695,8 +698,8 @@ mod tests {
 
     #[test]
     fn candidate_targets_are_deduplicated() {
-        let text = MINIMAL.to_string()
-            + "\n[[hooks.routes]]\ntargets = [\"out\"]\nmin_urgency = 80\n";
+        let text =
+            MINIMAL.to_string() + "\n[[hooks.routes]]\ntargets = [\"out\"]\nmin_urgency = 80\n";
         let s = load_text(&text).unwrap();
         assert_eq!(s.hooks[0].candidate_targets(), vec!["out".to_string()]);
     }
@@ -721,7 +724,10 @@ mod tests {
         let s = load_with(&text, &[("KEY", "secret")]).unwrap();
         assert_eq!(s.sekoia.api_key.expose_secret(), "secret");
         let err = load_with(&text, &[]).unwrap_err().to_string();
-        assert!(err.contains("KEY") && err.contains("sekoia.api_key"), "{err}");
+        assert!(
+            err.contains("KEY") && err.contains("sekoia.api_key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ async fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = configuration::config_path(args.config);
-    let settings = configuration::load(&path)
-        .with_context(|| format!("cannot load {}", path.display()))?;
+    let settings =
+        configuration::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
     match command {
         Command::Serve => {
             telemetry::init(settings.server.log_format);

@@ -192,7 +192,11 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let delivery = tokio::spawn(self.deliverer.clone().run(stop.clone(), self.grace));
-        let pruner = tokio::spawn(prune_loop(self.store.clone(), self.runtime.clone(), stop.clone()));
+        let pruner = tokio::spawn(prune_loop(
+            self.store.clone(),
+            self.runtime.clone(),
+            stop.clone(),
+        ));
 
         shutdown.await;
         tracing::info!("shutting down: no longer accepting events");
@@ -212,7 +216,9 @@ async fn prune_loop(store: Store, runtime: Arc<ArcSwap<Runtime>>, stop: Cancella
     loop {
         let rt = runtime.load_full();
         let keep = &rt.settings.store;
-        let window_days = keep.retention_days.max(keep.dedup_window_secs.div_ceil(86400));
+        let window_days = keep
+            .retention_days
+            .max(keep.dedup_window_secs.div_ceil(86400));
         let cutoff = crate::store::now_ms() - (window_days as i64) * 86_400_000;
         match store.prune(cutoff).await {
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned finished deliveries"),

@@ -122,7 +122,10 @@ impl Deliverer {
 
     /// Forget pacing state so that changed rate limits apply (after a reload).
     pub fn reset_targets(&self) {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Claim and process due deliveries until `shutdown` is cancelled; then wait up to `grace`
@@ -159,10 +162,8 @@ impl Deliverer {
             }
         }
         tracing::info!(in_flight = tasks.len(), "draining deliveries");
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 abandoned = tasks.len(),
@@ -190,7 +191,9 @@ impl Deliverer {
             if state.paused() {
                 continue;
             }
-            let room = state.cap.saturating_sub(state.inflight.load(Ordering::Acquire));
+            let room = state
+                .cap
+                .saturating_sub(state.inflight.load(Ordering::Acquire));
             let n = room.min(free);
             if n == 0 {
                 continue;
@@ -230,15 +233,33 @@ impl Deliverer {
         claimed
     }
 
-    async fn process(&self, row: Claimed, state: &TargetState, shutdown: &CancellationToken) -> Outcome {
+    async fn process(
+        &self,
+        row: Claimed,
+        state: &TargetState,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let rt = (self.runtime)();
         let settings = &rt.settings;
         let Some(target) = settings.targets.get(&row.target) else {
-            return dead(None, format!("target {:?} is no longer configured", row.target), None, row.body);
+            return dead(
+                None,
+                format!("target {:?} is no longer configured", row.target),
+                None,
+                row.body,
+            );
         };
         let age = Duration::from_millis((now_ms() - row.age_from_ms).max(0) as u64);
         if age >= Duration::from_secs(settings.delivery.max_age_secs) {
-            return dead(None, format!("not delivered within max_age_secs ({} s)", settings.delivery.max_age_secs), None, row.body);
+            return dead(
+                None,
+                format!(
+                    "not delivered within max_age_secs ({} s)",
+                    settings.delivery.max_age_secs
+                ),
+                None,
+                row.body,
+            );
         }
 
         let body = match row.body.clone() {
@@ -280,11 +301,19 @@ impl Deliverer {
                     _ => format!("HTTP {}", r.status),
                 };
                 let retry_after = if matches!(r.status, 429 | 503) {
-                    r.retry_after.as_deref().and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+                    r.retry_after
+                        .as_deref()
+                        .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
                 } else {
                     None
                 };
-                (Some(r.status), verdict, retry_after, Some(policy::excerpt(&r.body, 2048)), error)
+                (
+                    Some(r.status),
+                    verdict,
+                    retry_after,
+                    Some(policy::excerpt(&r.body, 2048)),
+                    error,
+                )
             }
             Err(e) => (None, Verdict::Retry, None, None, e),
         };
@@ -292,7 +321,10 @@ impl Deliverer {
         match verdict {
             Verdict::Delivered => {
                 tracing::info!(%host, status = status.unwrap_or(0), attempt, "delivered");
-                Outcome::Delivered { status: status.unwrap_or(0), body }
+                Outcome::Delivered {
+                    status: status.unwrap_or(0),
+                    body,
+                }
             }
             Verdict::Permanent => {
                 tracing::warn!(%host, status = status.unwrap_or(0), attempt, response = response.as_deref().unwrap_or(""), "permanent failure: dead letter");
@@ -301,15 +333,30 @@ impl Deliverer {
             Verdict::Retry => {
                 let d = &settings.delivery;
                 let max = Duration::from_secs(d.backoff_max_secs);
-                if policy::exhausted(attempt, d.max_attempts, age, Duration::from_secs(d.max_age_secs)) {
+                if policy::exhausted(
+                    attempt,
+                    d.max_attempts,
+                    age,
+                    Duration::from_secs(d.max_age_secs),
+                ) {
                     tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, "retries exhausted: dead letter");
-                    return dead(status, format!("{error} (after {attempt} attempts)"), response, Some(body));
+                    return dead(
+                        status,
+                        format!("{error} (after {attempt} attempts)"),
+                        response,
+                        Some(body),
+                    );
                 }
                 if let Some(ra) = retry_after {
                     // The target asked everyone to wait, not only this delivery.
                     state.pause_for(ra.min(max));
                 }
-                let backoff = policy::backoff_delay(attempt, Duration::from_millis(d.backoff_initial_ms), max, rand::random::<f64>());
+                let backoff = policy::backoff_delay(
+                    attempt,
+                    Duration::from_millis(d.backoff_initial_ms),
+                    max,
+                    rand::random::<f64>(),
+                );
                 let delay = policy::next_delay(backoff, retry_after, max);
                 tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, next_retry_ms = delay.as_millis() as u64, "delivery failed, will retry");
                 Outcome::Retry {
@@ -339,7 +386,9 @@ impl Deliverer {
         };
         let creds = Credentials {
             api_url: hook.api_url(&settings.sekoia).to_string(),
-            api_key: secrecy::SecretString::from(hook.api_key(&settings.sekoia).expose_secret().to_string()),
+            api_key: secrecy::SecretString::from(
+                hook.api_key(&settings.sekoia).expose_secret().to_string(),
+            ),
         };
         let enrichment = self.alerts.enrich(&creds, &event).await;
         let (alert, error) = match &enrichment {
@@ -372,8 +421,18 @@ enum Prepared {
     Fail(String),
 }
 
-fn dead(status: Option<u16>, error: String, response: Option<String>, body: Option<String>) -> Outcome {
-    Outcome::Dead { status, error, response, body }
+fn dead(
+    status: Option<u16>,
+    error: String,
+    response: Option<String>,
+    body: Option<String>,
+) -> Outcome {
+    Outcome::Dead {
+        status,
+        error,
+        response,
+        body,
+    }
 }
 
 /// Build the shared HTTP sender from settings.

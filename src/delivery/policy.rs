@@ -156,10 +156,7 @@ mod tests {
         assert_eq!(classify(TargetKind::Teams, 200, body), Verdict::Permanent);
         assert_eq!(classify(TargetKind::Teams, 200, "1"), Verdict::Delivered);
         // Only Teams is known to do this; other kinds' bodies are not parsed.
-        assert_eq!(
-            classify(TargetKind::Webhook, 200, body),
-            Verdict::Delivered
-        );
+        assert_eq!(classify(TargetKind::Webhook, 200, body), Verdict::Delivered);
     }
 
     #[test]
@@ -181,7 +178,10 @@ mod tests {
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

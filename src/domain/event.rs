@@ -177,7 +177,10 @@ mod tests {
             r#"{"type":"alert","action":"created","metadata":{"version":2}}"#,
         ] {
             assert!(
-                matches!(WebhookEvent::parse(body.as_bytes()), Err(EventError::NotV2(_))),
+                matches!(
+                    WebhookEvent::parse(body.as_bytes()),
+                    Err(EventError::NotV2(_))
+                ),
                 "{body}"
             );
         }

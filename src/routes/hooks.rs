@@ -61,12 +61,14 @@ pub async fn receive(
 
     let event = WebhookEvent::parse(&body).map_err(|e| match e {
         EventError::NotJson(m) => ApiError::BadRequest(format!("body is not valid JSON: {m}")),
-        EventError::NotV2(m) => ApiError::Unprocessable(format!("not a version-2 SEKOIA.IO event: {m}")),
+        EventError::NotV2(m) => {
+            ApiError::Unprocessable(format!("not a version-2 SEKOIA.IO event: {m}"))
+        }
     })?;
 
     let s = &hook.settings;
-    if (!s.types.is_empty() && !s.types.iter().any(|t| *t == event.kind))
-        || (!s.actions.is_empty() && !s.actions.iter().any(|a| *a == event.action))
+    if (!s.types.is_empty() && !s.types.contains(&event.kind))
+        || (!s.actions.is_empty() && !s.actions.contains(&event.action))
     {
         tracing::debug!(hook = %s.name, r#type = %event.kind, action = %event.action, "event filtered by the hook");
         return Ok(HttpResponse::Ok().json(json!({ "status": "filtered" })));
@@ -88,7 +90,10 @@ pub async fn receive(
         Ok(Ingested::Accepted { event_id }) => {
             tracing::info!(hook = %s.name, %event_id, short_id = event.short_id.as_deref().unwrap_or("-"), r#type = %event.kind, action = %event.action, "event accepted");
             state.wake.notify_one();
-            Ok(HttpResponse::Accepted().json(json!({ "status": "accepted", "event_id": event_id })))
+            Ok(
+                HttpResponse::Accepted()
+                    .json(json!({ "status": "accepted", "event_id": event_id })),
+            )
         }
         Ok(Ingested::Duplicate { event_id }) => {
             tracing::info!(hook = %s.name, %event_id, "duplicate event ignored");
@@ -117,7 +122,8 @@ async fn read_body(
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(max));
     let read = async {
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
             if body.len() + chunk.len() > max {
                 return Err(ApiError::TooLarge(max));
             }
@@ -134,7 +140,12 @@ async fn read_body(
 /// Whether a `Content-Type` value is JSON: `application/json` or any `application/*+json`,
 /// parameters (charset) ignored, case-insensitive.
 pub fn is_json_content_type(value: &str) -> bool {
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -190,7 +201,10 @@ mod tests {
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(client_ip(peer, Some("10.0.0.1"), &nets(&["127.0.0.1/32"])), peer);
+        assert_eq!(
+            client_ip(peer, Some("10.0.0.1"), &nets(&["127.0.0.1/32"])),
+            peer
+        );
         assert_eq!(client_ip(peer, Some("10.0.0.1"), &[]), peer);
     }
 
@@ -204,9 +218,6 @@ mod tests {
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
-        assert_eq!(
-            client_ip(proxy, Some("garbage"), &trusted),
-            proxy
-        );
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
     }
 }

@@ -99,7 +99,9 @@ pub enum Outcome {
         body: Option<String>,
     },
     /// No route of the hook matched: nothing to send, by design.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     /// Not attempted (shutdown): back to pending with the attempt count unchanged.
     Release,
 }
@@ -325,7 +327,10 @@ mod tests {
         store.ingest(event("k1", &["a", "b"])).await.unwrap();
         let first = store.claim("a", 10).await.unwrap();
         assert_eq!(first.len(), 1);
-        assert!(store.claim("a", 10).await.unwrap().is_empty(), "claimed twice");
+        assert!(
+            store.claim("a", 10).await.unwrap().is_empty(),
+            "claimed twice"
+        );
         store
             .complete(
                 first[0].id,
@@ -339,7 +344,10 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(store.claim("a", 10).await.unwrap().is_empty(), "not yet due");
+        assert!(
+            store.claim("a", 10).await.unwrap().is_empty(),
+            "not yet due"
+        );
         assert!(store.next_due().await.unwrap().is_some());
         let b = store.claim("b", 10).await.unwrap();
         store

@@ -3,8 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::mpsc;
 
-use super::{now_ms, Claimed, Command, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
 use super::MAX_BATCH;
+use super::{now_ms, Claimed, Command, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
 
 /// A reply to send once the batch's transaction has committed (or failed).
 enum Pending {
@@ -17,7 +17,10 @@ enum Pending {
         Vec<Claimed>,
     ),
     Unit(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
-    Count(tokio::sync::oneshot::Sender<Result<usize, StoreError>>, usize),
+    Count(
+        tokio::sync::oneshot::Sender<Result<usize, StoreError>>,
+        usize,
+    ),
 }
 
 impl Pending {
@@ -68,16 +71,11 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
             continue;
         }
         if let Err(err) = run_batch(&mut conn, &mut writes) {
-            tracing::error!(error = %err, batch = writes.len(), "store batch failed, retrying one by one");
-            // One bad command must not fail its neighbours: redo each alone.
+            // Failures here are environmental (disk full, locked, I/O): every command of the
+            // batch gets the error at once, so senders see a fast 503 and retry.
+            tracing::error!(error = %err, batch = writes.len(), "store transaction failed");
             for cmd in writes.drain(..) {
-                let mut one = vec![cmd];
-                if let Err(err) = run_batch(&mut conn, &mut one) {
-                    tracing::error!(error = %err, "store write failed");
-                    for cmd in one {
-                        reply_err(cmd, &err);
-                    }
-                }
+                reply_err(cmd, &err);
             }
         }
     }
@@ -155,7 +153,9 @@ fn ingest(tx: &Transaction<'_>, ev: &NewEvent, now: i64) -> Result<Ingested, rus
         .prepare_cached(
             "SELECT public_id FROM events WHERE dedup_key = ?1 AND received_at >= ?2 LIMIT 1",
         )?
-        .query_row(params![ev.dedup_key, now - ev.dedup_window_ms], |r| r.get(0))
+        .query_row(params![ev.dedup_key, now - ev.dedup_window_ms], |r| {
+            r.get(0)
+        })
         .optional()?;
     if let Some(event_id) = existing {
         return Ok(Ingested::Duplicate { event_id });

@@ -39,24 +39,42 @@ targets = ["teams", "slack", "soar"]
         .and(query_param("history", "false"))
         .and(header("Authorization", "Bearer test-api-key-0123456789"))
         .and(header("Accept", "application/json"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json"),
+        )
         .expect(1)
         .mount(&app.sekoia)
         .await;
     mount_chat_ok(&app.chat).await;
 
-    assert_eq!(app.post_event(&fixture_json("webhook-alert-created.json")).await.status(), 202);
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
 
     for p in ["/teams", "/slack", "/soar"] {
         let got = wait_for(&app.chat, p, 1, WAIT).await;
         assert_eq!(got.len(), 1, "{p}");
         assert_eq!(
-            got[0].headers.get("content-type").and_then(|v| v.to_str().ok()),
+            got[0]
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json")
         );
     }
-    let api = received(&app.sekoia, "/v1/sic/alerts/5696845f-9ecf-4431-9f0f-48ee0ee2eff1").await;
-    let ua = api[0].headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let api = received(
+        &app.sekoia,
+        "/v1/sic/alerts/5696845f-9ecf-4431-9f0f-48ee0ee2eff1",
+    )
+    .await;
+    let ua = api[0]
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     assert!(ua.starts_with("sekoia-relay/"), "{ua}");
     // The enriched alert reached the generic webhook.
     let soar = body_json(&received(&app.chat, "/soar").await[0]);
@@ -89,7 +107,12 @@ async fn server_errors_are_retried_until_success_exactly() {
         .mount(&app.chat)
         .await;
 
-    assert_eq!(app.post_event(&fixture_json("webhook-alert-created.json")).await.status(), 202);
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
     wait_for(&app.chat, "/teams", 3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.chat.verify().await;
@@ -107,16 +130,30 @@ async fn retry_after_is_honoured() {
         .with_priority(1)
         .mount(&app.chat)
         .await;
-    Mock::given(path("/slack")).respond_with(ok.clone()).mount(&app.chat).await;
-    Mock::given(path("/teams")).respond_with(ResponseTemplate::new(202)).mount(&app.chat).await;
+    Mock::given(path("/slack"))
+        .respond_with(ok.clone())
+        .mount(&app.chat)
+        .await;
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&app.chat)
+        .await;
 
-    assert_eq!(app.post_event(&fixture_json("webhook-alert-created.json")).await.status(), 202);
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
     wait_for(&app.chat, "/slack", 2, WAIT).await;
     let (first, second) = (throttled.arrivals(), ok.arrivals());
     assert_eq!((first.len(), second.len()), (1, 1));
     let waited = second[0] - first[0];
     // backoff_initial_ms is 20 in tests: only Retry-After explains a wait of a second.
-    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -124,29 +161,61 @@ async fn client_error_is_a_dead_letter_at_once_and_can_be_retried() {
     let app = TestApp::spawn().await;
     mount_alert(&app.sekoia).await;
     Mock::given(path("/teams"))
-        .respond_with(ResponseTemplate::new(400).set_body_string("{\"error\":{\"code\":\"InvalidRequestContent\"}}"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_string("{\"error\":{\"code\":\"InvalidRequestContent\"}}"),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&app.chat)
         .await;
-    Mock::given(path("/teams")).respond_with(ResponseTemplate::new(202)).mount(&app.chat).await;
-    Mock::given(path("/slack")).respond_with(ResponseTemplate::new(200).set_body_string("ok")).mount(&app.chat).await;
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&app.chat)
+        .await;
+    Mock::given(path("/slack"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&app.chat)
+        .await;
 
-    assert_eq!(app.post_event(&fixture_json("webhook-alert-created.json")).await.status(), 202);
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
     wait_for(&app.chat, "/teams", 1, WAIT).await;
     wait_for(&app.chat, "/slack", 1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(received(&app.chat, "/teams").await.len(), 1, "a 400 is not retried");
+    assert_eq!(
+        received(&app.chat, "/teams").await.len(),
+        1,
+        "a 400 is not retried"
+    );
 
     let list = app.cli(&["dead-letters", "list"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("teams") && text.contains("400"), "{text}");
-    assert!(!text.contains("slack"), "the healthy target is not a dead letter: {text}");
+    assert!(
+        !text.contains("slack"),
+        "the healthy target is not a dead letter: {text}"
+    );
     let json = app.cli(&["dead-letters", "list", "--json"]);
-    let row: Value = serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
-    assert!(row["response"].as_str().unwrap().contains("InvalidRequestContent"));
-    assert!(row["body"].as_str().is_some_and(|b| !b.is_empty()), "the rendered body is kept");
+    let row: Value =
+        serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert!(row["response"]
+        .as_str()
+        .unwrap()
+        .contains("InvalidRequestContent"));
+    assert!(
+        row["body"].as_str().is_some_and(|b| !b.is_empty()),
+        "the rendered body is kept"
+    );
 
     let retry = app.cli(&["dead-letters", "retry", "--all"]);
     assert!(retry.status.success());
@@ -156,7 +225,11 @@ async fn client_error_is_a_dead_letter_at_once_and_can_be_retried() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let list = app.cli(&["dead-letters", "list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("no dead letters"));
-    assert_eq!(received(&app.chat, "/slack").await.len(), 1, "slack was not re-sent");
+    assert_eq!(
+        received(&app.chat, "/slack").await.len(),
+        1,
+        "slack was not re-sent"
+    );
 }
 
 #[tokio::test]
@@ -174,13 +247,21 @@ async fn a_failing_target_never_resends_a_healthy_one() {
         .mount(&app.chat)
         .await;
 
-    assert_eq!(app.post_event(&fixture_json("webhook-alert-created.json")).await.status(), 202);
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
     wait_for(&app.chat, "/teams", 5, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     app.chat.verify().await;
     let list = app.cli(&["dead-letters", "list"]);
     let text = String::from_utf8_lossy(&list.stdout);
-    assert!(text.contains("teams") && text.contains("after 5 attempts"), "{text}");
+    assert!(
+        text.contains("teams") && text.contains("after 5 attempts"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -200,14 +281,22 @@ targets = ["slack"]
     .await;
     mount_alert(&app.sekoia).await;
     let ok = Timed::new(ResponseTemplate::new(200).set_body_string("ok"));
-    Mock::given(path("/slack")).respond_with(ok.clone()).expect(6).mount(&app.chat).await;
+    Mock::given(path("/slack"))
+        .respond_with(ok.clone())
+        .expect(6)
+        .mount(&app.chat)
+        .await;
     for n in 0..6 {
         assert_eq!(app.post_event(&alert_event(n)).await.status(), 202);
     }
     wait_for(&app.chat, "/slack", 6, WAIT).await;
     let t = ok.arrivals();
     // A bucket of 2 at 2/s: the 6th send cannot happen before 2 s after the first.
-    assert!(t[5] - t[0] >= Duration::from_millis(1900), "{:?}", t[5] - t[0]);
+    assert!(
+        t[5] - t[0] >= Duration::from_millis(1900),
+        "{:?}",
+        t[5] - t[0]
+    );
     app.chat.verify().await;
 }
 
@@ -236,7 +325,12 @@ targets = ["a", "b"]
         let client = app.client.clone();
         let url = url.clone();
         posts.push(tokio::spawn(async move {
-            client.post(url).json(&alert_event(n)).send().await.map(|r| r.status().as_u16())
+            client
+                .post(url)
+                .json(&alert_event(n))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
         }));
     }
     for p in posts {
@@ -250,7 +344,12 @@ targets = ["a", "b"]
         let got = received(&app.chat, target).await;
         let ids: HashSet<String> = got
             .iter()
-            .map(|r| body_json(r)["event"]["attributes"]["uuid"].as_str().unwrap().to_string())
+            .map(|r| {
+                body_json(r)["event"]["attributes"]["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(got.len(), 300, "{target}: no duplicates");
         assert_eq!(ids.len(), 300, "{target}: every event");

@@ -13,7 +13,9 @@ use wiremock::{MockServer, Request};
 pub const HOOK_ID: &str = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e";
 
 pub fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
@@ -146,7 +148,11 @@ impl TestApp {
             .expect("post reaches the relay")
     }
 
-    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> reqwest::Response {
         let mut req = self.client.post(self.hook_url()).body(body);
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
@@ -209,7 +215,8 @@ pub async fn mount_alert(sekoia: &MockServer) {
     wiremock::Mock::given(method("GET"))
         .and(path_regex("^/v1/sic/alerts/.+$"))
         .respond_with(
-            wiremock::ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json"),
+            wiremock::ResponseTemplate::new(200)
+                .set_body_raw(fixture("alert.json"), "application/json"),
         )
         .mount(sekoia)
         .await;

@@ -17,7 +17,11 @@ async fn valid_event_is_accepted_with_an_event_id() {
     let app = TestApp::spawn().await;
     mount_alert(&app.sekoia).await;
     mount_chat_ok(&app.chat).await;
-    let (status, body) = detail(app.post_event(&fixture_json("webhook-alert-created.json")).await).await;
+    let (status, body) = detail(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await,
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(body["status"], "accepted");
     assert!(body["event_id"].as_str().is_some_and(|s| !s.is_empty()));
@@ -35,11 +39,19 @@ async fn same_event_again_is_a_duplicate_and_not_resent() {
     assert_eq!(b2["status"], "duplicate");
     assert_eq!(b1["event_id"], b2["event_id"]);
     // The same alert updated is a new event, not a duplicate.
-    let (s3, _) = detail(app.post_event(&fixture_json("webhook-alert-updated.json")).await).await;
+    let (s3, _) = detail(
+        app.post_event(&fixture_json("webhook-alert-updated.json"))
+            .await,
+    )
+    .await;
     assert_eq!(s3, 202);
     wait_for(&app.chat, "/teams", 2, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(received(&app.chat, "/teams").await.len(), 2, "one message per accepted event");
+    assert_eq!(
+        received(&app.chat, "/teams").await.len(),
+        2,
+        "one message per accepted event"
+    );
     assert_eq!(received(&app.chat, "/slack").await.len(), 2);
 }
 
@@ -59,9 +71,17 @@ actions = ["created"]
 "#,
     )
     .await;
-    let (s, b) = detail(app.post_event(&fixture_json("webhook-alert-updated.json")).await).await;
+    let (s, b) = detail(
+        app.post_event(&fixture_json("webhook-alert-updated.json"))
+            .await,
+    )
+    .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("filtered")));
-    let (s, b) = detail(app.post_event(&fixture_json("webhook-content-proposal.json")).await).await;
+    let (s, b) = detail(
+        app.post_event(&fixture_json("webhook-content-proposal.json"))
+            .await,
+    )
+    .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("filtered")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(received(&app.chat, "/out").await.is_empty());
@@ -114,7 +134,11 @@ allow_from = ["192.0.2.0/24"]
 #[tokio::test]
 async fn non_json_and_non_utf8_bodies_are_400() {
     let app = TestApp::spawn().await;
-    for body in [b"not json".to_vec(), vec![0xff, 0xfe, 0x00], b"{\"type\":".to_vec()] {
+    for body in [
+        b"not json".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        b"{\"type\":".to_vec(),
+    ] {
         let (s, b) = detail(app.post_raw(body, Some("application/json")).await).await;
         assert_eq!(s, 400);
         assert!(b["detail"].as_str().is_some());
@@ -129,7 +153,10 @@ async fn json_that_is_not_a_v2_event_is_422() {
     let mut v1 = fixture_json("webhook-alert-created.json");
     v1["metadata"]["version"] = json!(1);
     let mut no_uuid = fixture_json("webhook-alert-created.json");
-    no_uuid["attributes"].as_object_mut().unwrap().remove("uuid");
+    no_uuid["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("uuid");
     let mut no_metadata = fixture_json("webhook-alert-created.json");
     no_metadata.as_object_mut().unwrap().remove("metadata");
     for event in [no_type, v1, no_uuid, no_metadata, json!([1, 2])] {
@@ -181,34 +208,73 @@ async fn locked_store_answers_503_never_2xx_then_recovers() {
     mount_chat_ok(&app.chat).await;
     // Another process holds the write lock longer than the store's busy timeout.
     let db = app.dir.path().join("relay.db");
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let locker = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        std::thread::sleep(Duration::from_secs(6));
+        let _ = released.recv();
         conn.execute_batch("ROLLBACK").unwrap();
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let res = app.post_event(&fixture_json("webhook-alert-created.json")).await;
+    let res = app
+        .post_event(&fixture_json("webhook-alert-created.json"))
+        .await;
     let (s, b) = detail(res).await;
-    assert_eq!(s, 503);
+    assert_eq!(s, 503, "{b}");
     assert!(b["detail"].as_str().is_some());
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 503);
+    release.send(()).unwrap();
     locker.join().unwrap();
-    let (s, _) = detail(app.post_event(&fixture_json("webhook-alert-created.json")).await).await;
-    assert_eq!(s, 202, "the same event is accepted once the store is writable again");
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let (s, _) = detail(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        s, 202,
+        "the same event is accepted once the store is writable again"
+    );
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn().await;
-    let h = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let h = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status().as_u16(), 200);
-    let r = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let (s, b) = detail(app.client.get(format!("{}/nope", app.address)).send().await.unwrap()).await;
+    let (s, b) = detail(
+        app.client
+            .get(format!("{}/nope", app.address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 404);
     assert!(b["detail"].as_str().is_some());
 }
