@@ -22,4 +22,5 @@
 
 pub mod configuration;
 pub mod domain;
+pub mod render;
 pub mod telemetry;
