@@ -797,3 +797,62 @@ fn filters_work_in_templates() {
     assert_eq!(v["j"], 70);
     assert!(v["k"].is_null());
 }
+
+// ---- golden files -----------------------------------------------------------------------
+
+/// The exact payload of every built-in template for the main cases, kept in
+/// `src/render/snapshots/` so a change to a template shows up in review as a diff of what
+/// users will see. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test --lib render`.
+#[test]
+fn builtin_payloads_match_the_snapshots() {
+    let renderer = builtin_renderer();
+    let created = parse(EVENT_CREATED);
+    let updated = parse(EVENT_UPDATED);
+    let alert = parse(ALERT);
+    let minimal = parse(ALERT_MINIMAL);
+    let hostile = parse(ALERT_HOSTILE);
+    let deleted = deleted_event();
+    let proposal = parse(EVENT_PROPOSAL);
+    let cases: [(&str, &Value, Option<&Value>, Option<&str>); 6] = [
+        ("created", &created, Some(&alert), None),
+        ("updated-minimal", &updated, Some(&minimal), None),
+        ("created-hostile", &created, Some(&hostile), None),
+        (
+            "unenriched",
+            &created,
+            None,
+            Some("Alert API answered 403 (the API key needs SIC_READ_ALERTS)"),
+        ),
+        ("deleted", &deleted, None, None),
+        ("content-proposal", &proposal, None, None),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/snapshots");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut stale = Vec::new();
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        for (case, event, alert, error) in cases {
+            let body = renderer
+                .render(target, &input(event, alert, error, target))
+                .unwrap()
+                .body;
+            let (text, ext) = if kind == TargetKind::Console {
+                (format!("{body}\n"), "txt")
+            } else {
+                let v: Value = parse(&body);
+                (
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap()),
+                    "json",
+                )
+            };
+            let path = dir.join(format!("{target}-{case}.{ext}"));
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "payloads differ from the snapshots (rerun with UPDATE_SNAPSHOTS=1 and review the diff): {stale:#?}");
+}
