@@ -1,0 +1,473 @@
+//! Stage 4, render: one MiniJinja template per target builds the exact request body.
+//!
+//! - JSON targets are rendered with JSON auto-escaping: `{{ alert.title }}` prints a complete,
+//!   correctly escaped JSON string, so alert data can never break the document, and template
+//!   syntax inside data (`{{ 7*7 }}` in a title) is printed, not evaluated.
+//! - Every body is parsed, checked against its target's envelope ([`limits::check_envelope`]),
+//!   cut to the target's field limits and serialized compactly under its hard size limit.
+//! - A user template that fails at run time, renders invalid JSON, the wrong envelope or too
+//!   many bytes never loses the alert: the built-in template of that kind is used instead,
+//!   and the failure is logged (with the template path, never the target URL) and counted.
+//!
+//! The built-in templates live in `templates/` and are compiled into the binary.
+
+pub mod filters;
+pub mod limits;
+pub mod text;
+pub mod urgency;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::{json, Value};
+
+use crate::configuration::{Settings, TargetKind};
+
+pub use limits::{enforce_field_limits, max_body_bytes, shrink_to_fit};
+pub use text::{md_escape, truncate_bytes, truncate_chars};
+pub use urgency::{urgency_color, urgency_emoji, urgency_label, UrgencyBand};
+
+/// Upper bound on template work per render (MiniJinja "fuel", roughly instructions). The
+/// built-in templates use a few thousand; the bound stops a user template with a runaway
+/// loop from pinning a delivery worker, and makes it fall back instead.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// Everything a template can see about one event for one target.
+pub struct RenderInput<'a> {
+    /// The webhook JSON as received.
+    pub event: &'a Value,
+    /// The enriched alert object, `None` when unavailable.
+    pub alert: Option<&'a Value>,
+    /// Why the alert is missing (`None` if enrichment was not attempted or went fine).
+    pub enrichment_error: Option<&'a str>,
+    pub hook_name: &'a str,
+    pub target_name: &'a str,
+    /// e.g. `https://app.sekoia.io`, with the per-hook override already applied.
+    pub app_url: &'a str,
+}
+
+/// A rendered message, ready to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// Exact request body to post (compact JSON), or the console text.
+    pub body: String,
+    /// `Some(reason)` when the user template failed and the built-in one was used.
+    pub fallback: Option<String>,
+}
+
+fn line_suffix(line: &Option<usize>) -> String {
+    line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read template {path} (target {target}): {source}")]
+    Read {
+        target: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template {template}{}: {detail}", line_suffix(.line))]
+    Compile {
+        template: String,
+        line: Option<usize>,
+        detail: String,
+    },
+    #[error("template {template}{} failed: {detail}", line_suffix(.line))]
+    Runtime {
+        template: String,
+        line: Option<usize>,
+        detail: String,
+    },
+    #[error(
+        "template {template} rendered invalid JSON (output line {line}, column {column}): {detail}"
+    )]
+    InvalidJson {
+        template: String,
+        line: usize,
+        column: usize,
+        detail: String,
+    },
+    #[error("template {template} rendered a body {kind} would reject: {detail}")]
+    Envelope {
+        template: String,
+        kind: TargetKind,
+        detail: String,
+    },
+    #[error("template {template} rendered {size} bytes, over the {kind} limit of {limit} bytes")]
+    TooLarge {
+        template: String,
+        kind: TargetKind,
+        size: usize,
+        limit: usize,
+    },
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+    #[error("the built-in {kind} template failed too: {source}")]
+    Builtin {
+        kind: TargetKind,
+        #[source]
+        source: Box<RenderError>,
+    },
+}
+
+impl RenderError {
+    fn from_template(template: &str, err: &minijinja::Error, compile: bool) -> RenderError {
+        let template = err.name().unwrap_or(template).to_string();
+        let line = err.line();
+        let detail = match err.detail() {
+            Some(d) => format!("{}: {d}", err.kind()),
+            None => err.kind().to_string(),
+        };
+        if compile {
+            RenderError::Compile {
+                template,
+                line,
+                detail,
+            }
+        } else {
+            RenderError::Runtime {
+                template,
+                line,
+                detail,
+            }
+        }
+    }
+}
+
+/// Name and source of the built-in template of a kind (also shipped in `templates/`).
+pub fn builtin_template(kind: TargetKind) -> (&'static str, &'static str) {
+    match kind {
+        TargetKind::Teams => (
+            "builtin/teams.json.j2",
+            include_str!("../../templates/teams.json.j2"),
+        ),
+        TargetKind::Slack => (
+            "builtin/slack.json.j2",
+            include_str!("../../templates/slack.json.j2"),
+        ),
+        TargetKind::Mattermost => (
+            "builtin/mattermost.json.j2",
+            include_str!("../../templates/mattermost.json.j2"),
+        ),
+        TargetKind::Chime => (
+            "builtin/chime.json.j2",
+            include_str!("../../templates/chime.json.j2"),
+        ),
+        TargetKind::Webhook => (
+            "builtin/webhook.json.j2",
+            include_str!("../../templates/webhook.json.j2"),
+        ),
+        TargetKind::Console => (
+            "builtin/console.txt.j2",
+            include_str!("../../templates/console.txt.j2"),
+        ),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TargetEntry {
+    kind: TargetKind,
+    /// Name of the user template in the environment (its resolved path), if any.
+    user_template: Option<String>,
+    channel: Option<String>,
+    username: Option<String>,
+    icon_url: Option<String>,
+}
+
+/// Compiled templates for every target. `Send + Sync`; share it in an `Arc`.
+pub struct Renderer {
+    env: Environment<'static>,
+    targets: BTreeMap<String, TargetEntry>,
+    fallbacks: AtomicU64,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("targets", &self.targets.keys().collect::<Vec<_>>())
+            .field("fallbacks", &self.fallback_count())
+            .finish()
+    }
+}
+
+impl Renderer {
+    /// Compile the built-in template of every kind (embedded with `include_str!` from
+    /// `templates/`) and each target's user template (`template = "path"`, resolved with
+    /// [`Settings::resolve`]). A user template that does not compile is an error naming the
+    /// file and line.
+    pub fn new(settings: &Settings) -> Result<Renderer, RenderError> {
+        // Read every user template first: escaping is decided per template name when it is
+        // compiled, and it depends on the kind of target using the file (JSON for all kinds
+        // but console), not on its extension.
+        let mut users = Vec::new();
+        for (name, t) in &settings.targets {
+            if let Some(p) = &t.template {
+                let path = settings.resolve(p);
+                let source =
+                    std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                        target: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                users.push((name.clone(), path, source, t.kind != TargetKind::Console));
+            }
+        }
+        let json_paths: HashSet<PathBuf> =
+            users.iter().filter(|u| u.3).map(|u| u.1.clone()).collect();
+        let mut json_names = HashSet::new();
+        let mut user_names = BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        for (target, path, source, json) in users {
+            let mut tname = path.display().to_string();
+            // The same file used by a console target and a JSON target needs two compiled
+            // copies with different escaping.
+            if !json && json_paths.contains(&path) {
+                tname.push_str(" (as text)");
+            }
+            if json {
+                json_names.insert(tname.clone());
+            }
+            user_names.insert(target, tname.clone());
+            sources.insert(tname, source);
+        }
+
+        let mut env = Environment::new();
+        let json_names = Arc::new(json_names);
+        env.set_auto_escape_callback(move |name| {
+            if (name.starts_with("builtin/") && name.ends_with(".json.j2"))
+                || json_names.contains(name)
+            {
+                AutoEscape::Json
+            } else {
+                AutoEscape::None
+            }
+        });
+        // Alerts differ in which optional fields they carry (SEKOIA: "any field may be
+        // missing"); `alert.custom_status.label` on an alert without one must read as
+        // undefined, not abort the message.
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // Block tags do not leave blank lines behind: matters for the console template.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        filters::register(&mut env);
+
+        for kind in TargetKind::ALL {
+            let (name, source) = builtin_template(kind);
+            env.add_template(name, source)
+                .map_err(|e| RenderError::from_template(name, &e, true))?;
+        }
+        for (tname, source) in sources {
+            env.add_template_owned(tname.clone(), source)
+                .map_err(|e| RenderError::from_template(&tname, &e, true))?;
+        }
+
+        let targets = settings
+            .targets
+            .iter()
+            .map(|(name, t)| {
+                let entry = TargetEntry {
+                    kind: t.kind,
+                    user_template: user_names.get(name).cloned(),
+                    channel: t.channel.clone().filter(|s| !s.is_empty()),
+                    username: t.username.clone().filter(|s| !s.is_empty()),
+                    icon_url: t.icon_url.clone().filter(|s| !s.is_empty()),
+                };
+                (name.clone(), entry)
+            })
+            .collect();
+        Ok(Renderer {
+            env,
+            targets,
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+
+    /// Render for the named target. If the user template errors at run time, renders invalid
+    /// JSON, or exceeds a hard limit, fall back to the built-in template of that kind, log
+    /// the failure with the template path (never the target URL), count it, and return Ok
+    /// with `fallback: Some(reason)`. Err only if even the built-in fails.
+    pub fn render(&self, target_name: &str, input: &RenderInput) -> Result<Rendered, RenderError> {
+        let entry = self
+            .targets
+            .get(target_name)
+            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let ctx = context(input, target_name, entry);
+        let mut fallback = None;
+        if let Some(user) = &entry.user_template {
+            match self.render_template(user, entry.kind, &ctx, false) {
+                Ok(body) => {
+                    return Ok(Rendered {
+                        body,
+                        fallback: None,
+                    })
+                }
+                Err(err) => {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target_name,
+                        kind = %entry.kind,
+                        template = %user,
+                        error = %err,
+                        "user template failed; the built-in template is used for this message"
+                    );
+                    fallback = Some(err.to_string());
+                }
+            }
+        }
+        let (builtin, _) = builtin_template(entry.kind);
+        let body = self
+            .render_template(builtin, entry.kind, &ctx, true)
+            .map_err(|source| RenderError::Builtin {
+                kind: entry.kind,
+                source: Box::new(source),
+            })?;
+        Ok(Rendered { body, fallback })
+    }
+
+    /// Render with the target's own template and report its failure instead of falling back:
+    /// for `check` and `render`, which must show template problems before the server runs.
+    pub fn render_strict(
+        &self,
+        target_name: &str,
+        input: &RenderInput,
+    ) -> Result<String, RenderError> {
+        let entry = self
+            .targets
+            .get(target_name)
+            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let ctx = context(input, target_name, entry);
+        match &entry.user_template {
+            Some(user) => self.render_template(user, entry.kind, &ctx, false),
+            None => self.render_template(builtin_template(entry.kind).0, entry.kind, &ctx, true),
+        }
+    }
+
+    /// Number of fallbacks so far (for metrics).
+    pub fn fallback_count(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Kind of a configured target.
+    pub fn target_kind(&self, target_name: &str) -> Option<TargetKind> {
+        self.targets.get(target_name).map(|t| t.kind)
+    }
+
+    /// Render one template and turn its output into a body the target accepts.
+    ///
+    /// Field limits are always applied. Over the hard size limit, the built-in template's
+    /// output is shrunk (its size comes from alert data, and it must go out); a user
+    /// template's output is rejected instead, so the caller falls back to the built-in.
+    fn render_template(
+        &self,
+        name: &str,
+        kind: TargetKind,
+        ctx: &minijinja::Value,
+        builtin: bool,
+    ) -> Result<String, RenderError> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| RenderError::from_template(name, &e, false))?;
+        let out = template
+            .render(ctx)
+            .map_err(|e| RenderError::from_template(name, &e, false))?;
+        let limit = max_body_bytes(kind);
+        if kind == TargetKind::Console {
+            let out = text::sanitize_terminal(out.trim_end()).into_owned();
+            if out.len() > limit && !builtin {
+                return Err(RenderError::TooLarge {
+                    template: name.to_string(),
+                    kind,
+                    size: out.len(),
+                    limit,
+                });
+            }
+            return Ok(truncate_bytes(&out, limit).into_owned());
+        }
+        let mut body: Value = serde_json::from_str(&out).map_err(|e| RenderError::InvalidJson {
+            template: name.to_string(),
+            line: e.line(),
+            column: e.column(),
+            detail: e.to_string(),
+        })?;
+        limits::check_envelope(kind, &body).map_err(|detail| RenderError::Envelope {
+            template: name.to_string(),
+            kind,
+            detail,
+        })?;
+        enforce_field_limits(kind, &mut body);
+        let too_large = |size| RenderError::TooLarge {
+            template: name.to_string(),
+            kind,
+            size,
+            limit,
+        };
+        if builtin {
+            shrink_to_fit(&mut body, limit).map_err(too_large)
+        } else {
+            let text = serde_json::to_string(&body).map_err(|e| RenderError::Runtime {
+                template: name.to_string(),
+                line: None,
+                detail: e.to_string(),
+            })?;
+            if text.len() > limit {
+                Err(too_large(text.len()))
+            } else {
+                Ok(text)
+            }
+        }
+    }
+}
+
+/// `{app_url}/operations/alerts/{short_id}` for alert events that carry a short id (so the
+/// link exists even when enrichment failed); `None` for other events.
+pub fn alert_link(event: &Value, app_url: &str) -> Option<String> {
+    if event.get("type").and_then(Value::as_str) != Some("alert") {
+        return None;
+    }
+    let short_id = event
+        .get("attributes")
+        .and_then(|a| a.get("short_id"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?;
+    Some(format!(
+        "{}/operations/alerts/{}",
+        app_url.trim_end_matches('/'),
+        text::encode_path_segment(short_id)
+    ))
+}
+
+/// The template context of SPEC §6.
+fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minijinja::Value {
+    let mut target = json!({"name": target_name, "kind": entry.kind.as_str()});
+    if entry.kind == TargetKind::Mattermost {
+        for (key, value) in [
+            ("channel", &entry.channel),
+            ("username", &entry.username),
+            ("icon_url", &entry.icon_url),
+        ] {
+            if let (Some(v), Some(obj)) = (value, target.as_object_mut()) {
+                obj.insert(key.to_string(), Value::from(v.as_str()));
+            }
+        }
+    }
+    let ctx = json!({
+        "event": input.event,
+        "alert": input.alert,
+        "enriched": input.alert.is_some(),
+        "enrichment_error": input.enrichment_error,
+        "hook": {"name": input.hook_name},
+        "target": target,
+        "links": {"alert": alert_link(input.event, input.app_url)},
+        "sekoia": {"app_url": input.app_url.trim_end_matches('/')},
+    });
+    minijinja::Value::from_serialize(&ctx)
+}
+
+#[cfg(test)]
+mod tests;

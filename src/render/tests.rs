@@ -1,0 +1,858 @@
+//! Render every built-in template over the fixture matrix, and the fallback rules.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::configuration::{load_str, Env};
+
+const ALERT: &str = include_str!("../../tests/fixtures/alert.json");
+const ALERT_MINIMAL: &str = include_str!("../../tests/fixtures/alert-minimal.json");
+const ALERT_HOSTILE: &str = include_str!("../../tests/fixtures/alert-hostile.json");
+const EVENT_CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
+const EVENT_UPDATED: &str = include_str!("../../tests/fixtures/webhook-alert-updated.json");
+const EVENT_PROPOSAL: &str = include_str!("../../tests/fixtures/webhook-content-proposal.json");
+const CARD_SCHEMA: &str = include_str!("../../tests/fixtures/adaptive-card.schema.json");
+
+const APP_URL: &str = "https://app.sekoia.io";
+
+fn parse(s: &str) -> Value {
+    serde_json::from_str(s).expect("fixture is JSON")
+}
+
+fn deleted_event() -> Value {
+    let mut e = parse(EVENT_CREATED);
+    e["action"] = json!("deleted");
+    e
+}
+
+/// A config with one target of each kind using the built-in templates, plus `extra` TOML.
+fn settings(extra: &str, base_dir: &Path) -> Settings {
+    let text = format!(
+        r#"
+        [targets.teams]
+        kind = "teams"
+        url = "https://example.invalid/workflows/x"
+        [targets.slack]
+        kind = "slack"
+        url = "https://example.invalid/services/x"
+        [targets.mattermost]
+        kind = "mattermost"
+        url = "https://example.invalid/hooks/x"
+        [targets.chime]
+        kind = "chime"
+        url = "https://example.invalid/incomingwebhooks/x"
+        [targets.webhook]
+        kind = "webhook"
+        url = "https://example.invalid/soar"
+        [targets.console]
+        kind = "console"
+        {extra}
+        "#
+    );
+    load_str(&text, &base_dir.join("config.toml"), base_dir, &Env::new()).expect("test config")
+}
+
+fn builtin_renderer() -> Renderer {
+    Renderer::new(&settings("", Path::new("."))).expect("built-in templates compile")
+}
+
+fn input<'a>(
+    event: &'a Value,
+    alert: Option<&'a Value>,
+    error: Option<&'a str>,
+    target: &'a str,
+) -> RenderInput<'a> {
+    RenderInput {
+        event,
+        alert,
+        enrichment_error: error,
+        hook_name: "soc",
+        target_name: target,
+        app_url: APP_URL,
+    }
+}
+
+/// Every mrkdwn/plain text string of a Slack body, with whether it is mrkdwn.
+fn slack_texts(v: &Value, out: &mut Vec<(bool, String)>) {
+    match v {
+        Value::Object(map) => {
+            if let (Some(t), Some(Value::String(s))) =
+                (map.get("type").and_then(Value::as_str), map.get("text"))
+            {
+                out.push((t == "mrkdwn", s.clone()));
+            }
+            for item in map.values() {
+                slack_texts(item, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| slack_texts(i, out)),
+        _ => {}
+    }
+}
+
+fn chars(v: &Value) -> usize {
+    v.as_str().map(|s| s.chars().count()).unwrap_or(0)
+}
+
+fn validate_card(body: &Value, case: &str) {
+    let schema = parse(CARD_SCHEMA);
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let attachments = body["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 1, "{case}: exactly one attachment");
+    assert_eq!(
+        attachments[0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let mut card = attachments[0]["content"].clone();
+    assert_eq!(card["msteams"]["width"], "Full", "{case}");
+    card.as_object_mut().map(|c| c.remove("msteams"));
+    let errors: Vec<String> = validator
+        .iter_errors(&card)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{case}: card does not validate: {errors:#?}"
+    );
+}
+
+/// Checks that hold for every rendered output of a kind.
+fn check_output(kind: TargetKind, body: &str, case: &str) {
+    assert!(
+        body.len() <= max_body_bytes(kind),
+        "{case}: {} bytes",
+        body.len()
+    );
+    if kind == TargetKind::Console {
+        assert!(
+            !body.contains('\x1b'),
+            "{case}: escape sequence on the console"
+        );
+        return;
+    }
+    let v: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{case}: invalid JSON {e}: {body}"));
+    limits::check_envelope(kind, &v).unwrap_or_else(|e| panic!("{case}: {e}"));
+    match kind {
+        TargetKind::Teams => validate_card(&v, case),
+        TargetKind::Slack => {
+            let blocks = v["blocks"].as_array().expect("blocks");
+            assert!(blocks.len() <= 50, "{case}");
+            assert!(chars(&v["text"]) <= 4000, "{case}");
+            for b in blocks {
+                match b["type"].as_str() {
+                    Some("header") => {
+                        assert_eq!(b["text"]["type"], "plain_text");
+                        assert!((1..=150).contains(&chars(&b["text"]["text"])), "{case}");
+                    }
+                    Some("section") => {
+                        assert!(chars(&b["text"]["text"]) <= 3000, "{case}");
+                        let fields = b["fields"].as_array().map(Vec::len).unwrap_or(0);
+                        assert!(fields <= 10, "{case}");
+                        for f in b["fields"].as_array().into_iter().flatten() {
+                            assert!((1..=2000).contains(&chars(&f["text"])), "{case}");
+                        }
+                    }
+                    Some("actions") => {
+                        for e in b["elements"].as_array().into_iter().flatten() {
+                            assert!(chars(&e["text"]["text"]) <= 75, "{case}");
+                            assert!(
+                                e["url"].as_str().is_some_and(|u| u.starts_with("https://")),
+                                "{case}"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                v.get("username").is_none() && v.get("channel").is_none(),
+                "{case}"
+            );
+            let mut texts = Vec::new();
+            slack_texts(&v, &mut texts);
+            texts.push((true, v["text"].as_str().unwrap_or_default().to_string()));
+            for (mrkdwn, t) in texts {
+                if mrkdwn {
+                    assert!(
+                        !t.contains("<!") && !t.contains("<http"),
+                        "{case}: unescaped mrkdwn {t}"
+                    );
+                }
+            }
+        }
+        TargetKind::Mattermost => {
+            assert!(chars(&v["text"]) <= 4000, "{case}");
+            let atts = v["attachments"].as_array().expect("attachments");
+            assert_eq!(atts.len(), 1, "{case}");
+            let color = atts[0]["color"].as_str().unwrap_or_default();
+            assert!(
+                color.starts_with('#') && color.len() == 7,
+                "{case}: {color}"
+            );
+            assert!(
+                atts[0]["title"].as_str().is_some_and(|t| !t.is_empty()),
+                "{case}"
+            );
+            let lower = body.to_lowercase();
+            for mention in ["@channel", "@here", "@all"] {
+                assert!(
+                    !lower.contains(mention),
+                    "{case}: {mention} not neutralised"
+                );
+            }
+        }
+        TargetKind::Chime => {
+            let content = v["Content"].as_str().expect("Content");
+            assert!(content.starts_with("/md "), "{case}");
+            assert!(content.len() <= 4096, "{case}");
+            assert!(
+                !body.contains("@here") && !body.contains("@channel"),
+                "{case}"
+            );
+        }
+        TargetKind::Webhook => {
+            assert_eq!(v["version"], "1", "{case}");
+            assert!(
+                v["summary"].as_str().is_some_and(|s| !s.contains('\n')),
+                "{case}"
+            );
+        }
+        TargetKind::Console => {}
+    }
+}
+
+#[test]
+fn renderer_is_send_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Renderer>();
+}
+
+#[test]
+fn every_builtin_renders_every_fixture() {
+    let renderer = builtin_renderer();
+    let alerts = [
+        ("alert", parse(ALERT)),
+        ("minimal", parse(ALERT_MINIMAL)),
+        ("hostile", parse(ALERT_HOSTILE)),
+    ];
+    let events = [
+        ("created", parse(EVENT_CREATED)),
+        ("updated", parse(EVENT_UPDATED)),
+    ];
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        for (ename, event) in &events {
+            for (aname, alert) in &alerts {
+                let case = format!("{target}/{ename}/{aname}");
+                let out = renderer
+                    .render(target, &input(event, Some(alert), None, target))
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(out.fallback, None, "{case}");
+                check_output(kind, &out.body, &case);
+                let short_id = event["attributes"]["short_id"].as_str().unwrap_or_default();
+                assert!(out.body.contains(short_id), "{case}: short id missing");
+                assert!(
+                    out.body
+                        .contains("https://app.sekoia.io/operations/alerts/ALEY4fqz8moo"),
+                    "{case}: link missing"
+                );
+            }
+            // Unenriched: the alert could not be fetched.
+            let case = format!("{target}/{ename}/unenriched");
+            let out = renderer
+                .render(
+                    target,
+                    &input(
+                        event,
+                        None,
+                        Some("Alert API answered 403: the key needs SIC_READ_ALERTS"),
+                        target,
+                    ),
+                )
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            check_output(kind, &out.body, &case);
+            assert!(out.body.contains("ALEY4fqz8moo"), "{case}");
+            assert!(
+                out.body.contains("/operations/alerts/ALEY4fqz8moo"),
+                "{case}"
+            );
+            assert!(
+                out.body.contains("answered 403"),
+                "{case}: enrichment error missing"
+            );
+            if kind != TargetKind::Webhook {
+                assert!(out.body.contains("unavailable"), "{case}");
+            }
+        }
+        let deleted = deleted_event();
+        let out = renderer
+            .render(target, &input(&deleted, None, None, target))
+            .expect("deleted");
+        check_output(kind, &out.body, &format!("{target}/deleted"));
+        assert!(
+            out.body.contains("ALEY4fqz8moo") && out.body.to_lowercase().contains("deleted"),
+            "{target}/deleted: {}",
+            out.body
+        );
+        if kind != TargetKind::Webhook {
+            assert!(
+                !out.body.contains("unavailable"),
+                "{target}/deleted says unavailable"
+            );
+        }
+
+        let proposal = parse(EVENT_PROPOSAL);
+        let out = renderer
+            .render(target, &input(&proposal, None, None, target))
+            .expect("proposal");
+        check_output(kind, &out.body, &format!("{target}/content-proposal"));
+        assert!(
+            !out.body.contains("/operations/alerts/"),
+            "{target}: no alert link for a report"
+        );
+        if kind != TargetKind::Webhook {
+            assert!(
+                out.body.contains("New report"),
+                "{target}/content-proposal: {}",
+                out.body
+            );
+        }
+
+        let unknown = json!({"type": "case", "action": "alerts-updated", "attributes": {"uuid": "c1"}, "metadata": {"version": 2}});
+        let out = renderer
+            .render(target, &input(&unknown, None, None, target))
+            .expect("unknown type");
+        check_output(kind, &out.body, &format!("{target}/unknown-type"));
+
+        // An event with almost nothing in it still renders (defensive: fields may be absent).
+        let bare = json!({"type": "alert", "action": "created", "metadata": {}});
+        let out = renderer
+            .render(target, &input(&bare, None, None, target))
+            .expect("bare event");
+        check_output(kind, &out.body, &format!("{target}/bare"));
+    }
+    assert_eq!(renderer.fallback_count(), 0);
+}
+
+#[test]
+fn default_messages_show_the_facts() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        let body = renderer
+            .render(target, &input(&event, Some(&alert), None, target))
+            .expect("render")
+            .body;
+        for fact in [
+            "New alert",
+            "Cobalt Strike beacon HTTP traffic",
+            "Major",
+            "70",
+            "Acknowledged",
+            "Cobalt Strike C2 (Sekoia CTI)",
+            "Paris HQ",
+            "ALEY4fqz8moo",
+        ] {
+            assert!(body.contains(fact), "{target}: {fact} missing in {body}");
+        }
+        if kind != TargetKind::Webhook && kind != TargetKind::Chime {
+            assert!(
+                body.contains("malicious-code / malware"),
+                "{target}: alert type missing"
+            );
+        }
+    }
+    let updated = parse(EVENT_UPDATED);
+    let body = renderer
+        .render("slack", &input(&updated, Some(&alert), None, "slack"))
+        .expect("render")
+        .body;
+    assert!(body.contains("Alert updated"));
+}
+
+#[test]
+fn colours_are_per_kind() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    let teams: Value = parse(
+        &renderer
+            .render("teams", &input(&event, Some(&alert), None, "teams"))
+            .unwrap()
+            .body,
+    );
+    assert_eq!(
+        teams["attachments"][0]["content"]["body"][0]["color"],
+        "Attention"
+    );
+    let mm: Value = parse(
+        &renderer
+            .render(
+                "mattermost",
+                &input(&event, Some(&alert), None, "mattermost"),
+            )
+            .unwrap()
+            .body,
+    );
+    assert_eq!(mm["attachments"][0]["color"], "#D13438");
+    assert_eq!(mm["attachments"][0]["ts"], 1736863617);
+    let minimal = parse(ALERT_MINIMAL);
+    let teams: Value = parse(
+        &renderer
+            .render("teams", &input(&event, Some(&minimal), None, "teams"))
+            .unwrap()
+            .body,
+    );
+    assert_eq!(
+        teams["attachments"][0]["content"]["body"][0]["color"],
+        "Good"
+    );
+}
+
+#[test]
+fn hostile_data_cannot_break_the_json_or_run_as_template() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    let hostile = parse(ALERT_HOSTILE);
+    // The webhook envelope carries the alert unchanged, Jinja-like text included.
+    let out = renderer
+        .render("webhook", &input(&event, Some(&hostile), None, "webhook"))
+        .unwrap();
+    let v: Value = parse(&out.body);
+    assert_eq!(v["alert"], hostile);
+    assert_eq!(v["event"], event);
+    assert_eq!(v["enriched"], true);
+    assert!(v["alert"]["details"]
+        .as_str()
+        .is_some_and(|d| d.contains("{{ jinja }}")));
+
+    // A title that looks like a template prints literally, everywhere.
+    let mut alert = parse(ALERT);
+    alert["title"] = json!("{{ 7*7 }} {% if true %}x{% endif %} \"quoted\" \\ back\nslash");
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        let out = renderer
+            .render(target, &input(&event, Some(&alert), None, target))
+            .unwrap();
+        // Markdown targets escape the `*`; the braces stay.
+        assert!(
+            out.body.contains("{{ 7*7 }}") || out.body.contains("{{ 7\\\\*7 }}"),
+            "{target}: {}",
+            out.body
+        );
+        check_output(kind, &out.body, target);
+    }
+
+    // Slack: the hostile title keeps its text but cannot ping.
+    let out = renderer
+        .render("slack", &input(&event, Some(&hostile), None, "slack"))
+        .unwrap();
+    let v: Value = parse(&out.body);
+    assert!(
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("&lt;!channel&gt;")),
+        "{}",
+        v["text"]
+    );
+    // Long fields were cut with an ellipsis, not dropped.
+    let details = v["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "section" && b["text"].is_object())
+        .unwrap();
+    assert!(details["text"]["text"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('…')));
+}
+
+#[test]
+fn huge_alerts_are_shrunk_to_the_limit() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    let mut alert = parse(ALERT_HOSTILE);
+    let big = "🚨👩‍💻 ".repeat(200_000);
+    alert["title"] = json!(big);
+    alert["rule"]["name"] = json!(big);
+    alert["entity"]["name"] = json!(big);
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        let out = renderer
+            .render(target, &input(&event, Some(&alert), None, target))
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        check_output(kind, &out.body, target);
+        assert!(
+            out.body.contains("/operations/alerts/ALEY4fqz8moo"),
+            "{target}: link lost"
+        );
+    }
+}
+
+#[test]
+fn mattermost_overrides_come_from_the_target() {
+    let extra = r#"
+        [targets.mm2]
+        kind = "mattermost"
+        url = "https://example.invalid/hooks/y"
+        channel = "soc-alerts"
+        username = "SEKOIA"
+        icon_url = "https://app.sekoia.io/favicon.ico"
+    "#;
+    let renderer = Renderer::new(&settings(extra, Path::new("."))).unwrap();
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    let v: Value = parse(
+        &renderer
+            .render("mm2", &input(&event, Some(&alert), None, "mm2"))
+            .unwrap()
+            .body,
+    );
+    assert_eq!(v["channel"], "soc-alerts");
+    assert_eq!(v["username"], "SEKOIA");
+    assert_eq!(v["icon_url"], "https://app.sekoia.io/favicon.ico");
+    assert_eq!(
+        v["attachments"][0]["title_link"],
+        "https://app.sekoia.io/operations/alerts/ALEY4fqz8moo"
+    );
+    let v: Value = parse(
+        &renderer
+            .render(
+                "mattermost",
+                &input(&event, Some(&alert), None, "mattermost"),
+            )
+            .unwrap()
+            .body,
+    );
+    assert!(
+        v.get("channel").is_none() && v.get("username").is_none() && v.get("icon_url").is_none()
+    );
+}
+
+#[test]
+fn links_only_for_alerts_with_a_short_id() {
+    let event = parse(EVENT_CREATED);
+    assert_eq!(
+        alert_link(&event, "https://app.sekoia.io/").as_deref(),
+        Some("https://app.sekoia.io/operations/alerts/ALEY4fqz8moo")
+    );
+    assert_eq!(alert_link(&parse(EVENT_PROPOSAL), APP_URL), None);
+    assert_eq!(
+        alert_link(&json!({"type": "alert", "attributes": {}}), APP_URL),
+        None
+    );
+    assert_eq!(
+        alert_link(
+            &json!({"type": "alert", "attributes": {"short_id": "a/../b?c"}}),
+            APP_URL
+        )
+        .as_deref(),
+        Some("https://app.sekoia.io/operations/alerts/a%2F..%2Fb%3Fc")
+    );
+}
+
+#[test]
+fn console_is_readable_text() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    let mut alert = parse(ALERT);
+    alert["title"] = json!("beacon \x1b[2J cleared?");
+    let body = renderer
+        .render("console", &input(&event, Some(&alert), None, "console"))
+        .unwrap()
+        .body;
+    assert!(body.lines().count() >= 7, "{body}");
+    assert!(
+        body.contains("Rule:    Cobalt Strike C2 (Sekoia CTI)"),
+        "{body}"
+    );
+    assert!(body.contains("Created: 2025-01-14 14:06:57 UTC"), "{body}");
+    assert!(!body.contains('\x1b'));
+    assert!(
+        !body.contains("\n\n"),
+        "blank lines left by block tags: {body}"
+    );
+}
+
+// ---- user templates ---------------------------------------------------------------------
+
+struct UserTemplates {
+    dir: tempfile::TempDir,
+}
+
+impl UserTemplates {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn write(&self, name: &str, source: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let mut f = std::fs::File::create(&path).expect("create template");
+        f.write_all(source.as_bytes()).expect("write template");
+        path
+    }
+
+    /// A renderer whose target `t` uses the built-in template of `kind`.
+    fn builtin(&self, kind: TargetKind) -> Renderer {
+        let extra =
+            format!("[targets.t]\nkind = \"{kind}\"\nurl = \"https://example.invalid/t\"\n");
+        Renderer::new(&settings(&extra, self.dir.path())).expect("built-in renderer")
+    }
+
+    /// A renderer whose target `t` (of `kind`) uses the template file `name` (relative, so it
+    /// also exercises `Settings::resolve`).
+    fn renderer(&self, kind: &str, name: &str) -> Result<Renderer, RenderError> {
+        let extra = format!("[targets.t]\nkind = \"{kind}\"\nurl = \"https://example.invalid/t\"\ntemplate = \"{name}\"\n");
+        Renderer::new(&settings(&extra, self.dir.path()))
+    }
+}
+
+#[test]
+fn a_working_user_template_is_used() {
+    let t = UserTemplates::new();
+    t.write(
+        "mine.j2",
+        "{\"text\": {{ \"Alert: \" ~ alert.title }}, \"x\": {{ alert.similar }}}\n",
+    );
+    let renderer = t.renderer("slack", "mine.j2").unwrap();
+    let event = parse(EVENT_CREATED);
+    let hostile = parse(ALERT_HOSTILE);
+    let out = renderer
+        .render("t", &input(&event, Some(&hostile), None, "t"))
+        .unwrap();
+    assert_eq!(out.fallback, None);
+    let v: Value = parse(&out.body);
+    assert_eq!(
+        v["text"].as_str(),
+        Some(format!("Alert: {}", hostile["title"].as_str().unwrap()).as_str())
+    );
+    assert_eq!(v["x"], 4294967296u64);
+    assert_eq!(renderer.fallback_count(), 0);
+    assert_eq!(
+        renderer
+            .render_strict("t", &input(&event, Some(&hostile), None, "t"))
+            .unwrap(),
+        out.body
+    );
+}
+
+#[test]
+fn user_template_field_limits_are_enforced_not_rejected() {
+    let t = UserTemplates::new();
+    t.write("long.j2", "{\"text\": \"x\", \"blocks\": [{\"type\": \"header\", \"text\": {\"type\": \"plain_text\", \"text\": {{ alert.details }}}}]}");
+    let renderer = t.renderer("slack", "long.j2").unwrap();
+    let event = parse(EVENT_CREATED);
+    let hostile = parse(ALERT_HOSTILE);
+    let out = renderer
+        .render("t", &input(&event, Some(&hostile), None, "t"))
+        .unwrap();
+    assert_eq!(out.fallback, None);
+    let v: Value = parse(&out.body);
+    assert_eq!(chars(&v["blocks"][0]["text"]["text"]), 150);
+}
+
+/// Each broken template falls back to the built-in of its kind, says why, and is counted.
+#[test]
+fn broken_user_templates_fall_back_to_the_builtin() {
+    let cases: [(&str, &str, &str, &str); 6] = [
+        ("teams", "runtime.j2", "{\"type\": \"message\", \"attachments\": {{ nope(1) }}}", "runtime.j2"),
+        ("slack", "invalid.j2", "{\"text\": {{ alert.title }}", "invalid JSON"),
+        ("teams", "big.j2", "{\"type\": \"message\", \"attachments\": [{\"contentType\": \"text/plain\", \"content\": \"{% for i in range(3000) %}xxxxxxxxxx{% endfor %}\"}]}", "over the teams limit"),
+        ("slack", "shape.j2", "{\"hello\": {{ alert.title }}}", "Slack needs"),
+        ("chime", "loop.j2", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{\"Content\": \"x\"}", "loop.j2"),
+        ("console", "text.j2", "{% for i in range(20000) %}xxxxxxxxxx{% endfor %}", "over the console limit"),
+    ];
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    for (kind, file, source, expect) in cases {
+        let t = UserTemplates::new();
+        t.write(file, source);
+        let renderer = t
+            .renderer(kind, file)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let out = renderer
+            .render("t", &input(&event, Some(&alert), None, "t"))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let reason = out
+            .fallback
+            .clone()
+            .unwrap_or_else(|| panic!("{file}: no fallback"));
+        assert!(reason.contains(expect), "{file}: {reason}");
+        assert_eq!(renderer.fallback_count(), 1, "{file}");
+        let kind = filters::parse_kind(kind).unwrap();
+        check_output(kind, &out.body, file);
+        let builtin = UserTemplates::new()
+            .builtin(kind)
+            .render("t", &input(&event, Some(&alert), None, "t"))
+            .unwrap();
+        assert_eq!(out.body, builtin.body, "{file}: not the built-in output");
+        assert!(
+            renderer
+                .render_strict("t", &input(&event, Some(&alert), None, "t"))
+                .is_err(),
+            "{file}"
+        );
+        // Counted every time.
+        renderer
+            .render("t", &input(&event, Some(&alert), None, "t"))
+            .unwrap();
+        assert_eq!(renderer.fallback_count(), 2, "{file}");
+    }
+}
+
+#[test]
+fn a_user_template_that_does_not_compile_is_a_startup_error() {
+    let t = UserTemplates::new();
+    t.write(
+        "broken.json.j2",
+        "{\n  \"text\": {{ alert.title }},\n  {% if alert %}\n}\n",
+    );
+    let err = t.renderer("slack", "broken.json.j2").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RenderError::Compile { .. }), "{msg}");
+    assert!(
+        msg.contains("broken.json.j2") && msg.contains("line"),
+        "{msg}"
+    );
+
+    let t = UserTemplates::new();
+    t.write("syntax.j2", "{\"text\": \"a\"}\n{{ alert.title }\n");
+    let msg = t.renderer("slack", "syntax.j2").unwrap_err().to_string();
+    assert!(msg.contains("syntax.j2 line 2"), "{msg}");
+
+    let msg = UserTemplates::new()
+        .renderer("slack", "missing.j2")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("missing.j2") && msg.contains("target t"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_same_file_serves_a_console_and_a_json_target() {
+    let t = UserTemplates::new();
+    t.write("both.j2", "{\"text\": {{ alert.title }}}");
+    let extra = "[targets.a]\nkind = \"slack\"\nurl = \"https://example.invalid/a\"\ntemplate = \"both.j2\"\n[targets.b]\nkind = \"console\"\ntemplate = \"both.j2\"\n";
+    let renderer = Renderer::new(&settings(extra, t.dir.path())).unwrap();
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    let a = renderer
+        .render("a", &input(&event, Some(&alert), None, "a"))
+        .unwrap();
+    assert_eq!(a.body, r#"{"text":"Cobalt Strike beacon HTTP traffic"}"#);
+    let b = renderer
+        .render("b", &input(&event, Some(&alert), None, "b"))
+        .unwrap();
+    assert_eq!(b.body, r#"{"text": Cobalt Strike beacon HTTP traffic}"#);
+}
+
+#[test]
+fn unknown_target_is_an_error() {
+    let renderer = builtin_renderer();
+    let event = parse(EVENT_CREATED);
+    assert!(matches!(
+        renderer.render("nope", &input(&event, None, None, "nope")),
+        Err(RenderError::UnknownTarget(_))
+    ));
+}
+
+#[test]
+fn filters_work_in_templates() {
+    let t = UserTemplates::new();
+    t.write(
+        "f.j2",
+        r#"{"a": {{ "abcdef"|truncate_chars(4) }}, "b": {{ "<!here> @here"|md_escape("slack") }}, "b2": {{ "<x>"|md_escape }}, "c": {{ "@here"|md_escape("mattermost") }},
+           "d": {{ alert.urgency|urgency_color }}, "e": {{ alert.urgency|urgency_label }}, "f": {{ urgency_label(85) }},
+           "g": {{ alert.urgency|urgency_text }}, "h": {{ alert.created_at|format_time }}, "i": {{ 30|urgency_color("teams") }},
+           "j": {{ alert.urgency|urgency_value }}, "k": {{ none|truncate_chars(3) }}}"#,
+    );
+    let renderer = t.renderer("webhook", "f.j2").unwrap();
+    let event = parse(EVENT_CREATED);
+    let alert = parse(ALERT);
+    let out = renderer
+        .render("t", &input(&event, Some(&alert), None, "t"))
+        .unwrap();
+    assert_eq!(out.fallback, None);
+    let v: Value = parse(&out.body);
+    assert_eq!(v["a"], "abc…");
+    assert_eq!(v["b"], "&lt;!here&gt; @here");
+    assert_eq!(v["b2"], "<x>", "webhook bodies are not markup");
+    assert_eq!(v["c"], "@\u{200B}here");
+    assert_eq!(v["d"], "#D13438");
+    assert_eq!(v["e"], "Major");
+    assert_eq!(v["f"], "Urgent");
+    assert_eq!(v["g"], "Major (70)");
+    assert_eq!(v["h"], "2025-01-14 14:06:57 UTC");
+    assert_eq!(v["i"], "Accent");
+    assert_eq!(v["j"], 70);
+    assert!(v["k"].is_null());
+}
+
+// ---- golden files -----------------------------------------------------------------------
+
+/// The exact payload of every built-in template for the main cases, kept in
+/// `src/render/snapshots/` so a change to a template shows up in review as a diff of what
+/// users will see. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test --lib render`.
+#[test]
+fn builtin_payloads_match_the_snapshots() {
+    let renderer = builtin_renderer();
+    let created = parse(EVENT_CREATED);
+    let updated = parse(EVENT_UPDATED);
+    let alert = parse(ALERT);
+    let minimal = parse(ALERT_MINIMAL);
+    let hostile = parse(ALERT_HOSTILE);
+    let deleted = deleted_event();
+    let proposal = parse(EVENT_PROPOSAL);
+    let cases: [(&str, &Value, Option<&Value>, Option<&str>); 6] = [
+        ("created", &created, Some(&alert), None),
+        ("updated-minimal", &updated, Some(&minimal), None),
+        ("created-hostile", &created, Some(&hostile), None),
+        (
+            "unenriched",
+            &created,
+            None,
+            Some("Alert API answered 403 (the API key needs SIC_READ_ALERTS)"),
+        ),
+        ("deleted", &deleted, None, None),
+        ("content-proposal", &proposal, None, None),
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/snapshots");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut stale = Vec::new();
+    for kind in TargetKind::ALL {
+        let target = kind.as_str();
+        for (case, event, alert, error) in cases {
+            let body = renderer
+                .render(target, &input(event, alert, error, target))
+                .unwrap()
+                .body;
+            let (text, ext) = if kind == TargetKind::Console {
+                (format!("{body}\n"), "txt")
+            } else {
+                let v: Value = parse(&body);
+                (
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap()),
+                    "json",
+                )
+            };
+            let path = dir.join(format!("{target}-{case}.{ext}"));
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "payloads differ from the snapshots (rerun with UPDATE_SNAPSHOTS=1 and review the diff): {stale:#?}");
+}
