@@ -18,7 +18,7 @@ pub const OVERRIDE_PREFIX: &str = "SEKOIA_RELAY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -164,7 +164,7 @@ impl Default for DeliverySettings {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum TargetKind {
     Teams,
     Slack,
@@ -204,6 +204,21 @@ impl TargetKind {
             TargetKind::Mattermost => 10,
             TargetKind::Webhook | TargetKind::Console => 0,
         }
+    }
+}
+
+impl TryFrom<String> for TargetKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        TargetKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == value)
+            .ok_or_else(|| {
+                format!(
+                    "unknown target kind {value:?} (expected teams, slack, mattermost, chime, webhook or console)"
+                )
+            })
     }
 }
 

@@ -27,12 +27,12 @@ const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {path}: {source}")]
+    #[error("cannot open the store at {path}")]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("cannot create the store directory {path}: {source}")]
+    #[error("cannot create the store directory {path}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
