@@ -225,10 +225,6 @@ impl Store {
         // Short: a webhook must get its 503 (and retry) quickly rather than hang on a lock.
         let conn = connect(path, sync, Duration::from_secs(2))?;
         let lock = lock_exclusive(path)?;
-        conn.execute(
-            "UPDATE deliveries SET state = 'pending' WHERE state = 'inflight'",
-            [],
-        )?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         std::thread::Builder::new()
             .name("store-writer".into())
