@@ -456,7 +456,13 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
             }
         }
     }
-    let ctx = json!({
+    minijinja::Value::from_serialize(context_json(input, target))
+}
+
+/// The template context of SPEC §6 as JSON, with `target` given by the caller. Templates and
+/// `when` expressions (routing) see exactly the same variables.
+pub fn context_json(input: &RenderInput, target: Value) -> Value {
+    json!({
         "event": input.event,
         "alert": input.alert,
         "enriched": input.alert.is_some(),
@@ -465,8 +471,7 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
         "target": target,
         "links": {"alert": alert_link(input.event, input.app_url)},
         "sekoia": {"app_url": input.app_url.trim_end_matches('/')},
-    });
-    minijinja::Value::from_serialize(&ctx)
+    })
 }
 
 #[cfg(test)]
