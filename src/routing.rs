@@ -269,11 +269,11 @@ impl Router {
         }
     }
 
-    /// Evaluate every `when` of the config against one input and return the evaluation
-    /// errors (which would make the condition fail open at run time): for `check`.
-    pub fn evaluation_errors(&self, input: &RenderInput) -> Vec<String> {
+    /// Evaluate every `when` of `hook` against one input and return the evaluation errors
+    /// (which would make the condition fail open at run time): for `check`.
+    pub fn evaluation_errors(&self, hook: &str, input: &RenderInput) -> Vec<String> {
         let mut errors = Vec::new();
-        for (hook, rules) in &self.hooks {
+        if let Some(rules) = self.hooks.get(hook) {
             let conditions = std::iter::once((None, &rules.when, &rules.candidates)).chain(
                 rules
                     .routes
@@ -702,7 +702,7 @@ mod tests {
             selected(&r, &created, Some(&alert_with(85, "x"))),
             vec!["slack".to_string(), "pager".to_string()]
         );
-        let errors = r.evaluation_errors(&input(&created, Some(&alert_with(85, "x"))));
+        let errors = r.evaluation_errors("soc", &input(&created, Some(&alert_with(85, "x"))));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("route 2"), "{errors:?}");
     }
