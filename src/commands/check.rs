@@ -708,6 +708,31 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_the_builtin_templates_pass_as_user_templates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::from(
+            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"teams\", \"slack\", \"mattermost\", \"chime\", \"webhook\", \"console\"]\n",
+        );
+        for kind in TargetKind::ALL {
+            let (name, source) = crate::render::builtin_template(kind);
+            let file = name.trim_start_matches("builtin/");
+            std::fs::write(dir.path().join(file), source).expect("write");
+            let url = if kind == TargetKind::Console {
+                String::new()
+            } else {
+                "url = \"https://x.invalid/1?sig=a\"\n".to_string()
+            };
+            text.push_str(&format!(
+                "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{file}\"\n"
+            ));
+        }
+        let s =
+            load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
+        let r = check_settings(&s);
+        assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+    }
+
+    #[test]
     fn warnings_for_short_ids_teams_urls_and_unused_targets() {
         let s = settings(
             r#"
