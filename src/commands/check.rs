@@ -732,6 +732,50 @@ mod tests {
         assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
     }
 
+    /// The worked examples of the README's "Templates" section pass `check`, so the README
+    /// cannot drift from what the relay accepts.
+    #[test]
+    fn readme_template_examples_pass_check() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```jinja\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .collect();
+        let kinds = [
+            "teams",
+            "slack",
+            "mattermost",
+            "chime",
+            "webhook",
+            "console",
+        ];
+        assert_eq!(
+            blocks.len(),
+            kinds.len(),
+            "one example per kind, in this order"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = format!(
+            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = {kinds:?}\n"
+        );
+        for (kind, source) in kinds.iter().zip(&blocks) {
+            std::fs::write(dir.path().join(format!("{kind}.j2")), source).expect("write");
+            let url = if *kind == "console" {
+                ""
+            } else {
+                "url = \"https://x.invalid/1?sig=a\"\n"
+            };
+            text.push_str(&format!(
+                "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{kind}.j2\"\n"
+            ));
+        }
+        let s =
+            load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
+        let r = check_settings(&s);
+        assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+    }
+
     #[test]
     fn warnings_for_short_ids_teams_urls_and_unused_targets() {
         let s = settings(
