@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
     name = "sekoia-relay",
     version,
     about = "Relay SEKOIA.IO webhook notifications to Teams, Slack, Mattermost, Chime and JSON webhooks",
-    after_help = "Examples:\n  sekoia-relay                          run the server with ./config.toml\n  sekoia-relay --config /etc/sekoia-relay/config.toml serve\n  sekoia-relay dead-letters list"
+    after_help = "Examples:\n  sekoia-relay                          run the server with ./config.toml\n  sekoia-relay check                    validate config, templates and routing\n  sekoia-relay render --hook soc        show what each target would receive\n  sekoia-relay --config /etc/sekoia-relay/config.toml serve\n  sekoia-relay dead-letters list"
 )]
 pub struct Cli {
     /// Config file [default: ./config.toml, or $SEKOIA_RELAY_CONFIG]
@@ -23,6 +23,48 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default when no command is given)
     Serve,
+    /// Check config, templates and routing: exit 0 when all is well, 1 with every problem listed
+    ///
+    /// Loads the config, compiles every template and `when` expression, renders every target's
+    /// template against built-in samples (three alerts with a created and an updated event, a
+    /// report without alert, an alert whose enrichment failed) and validates each body for its
+    /// kind: JSON, Adaptive Card schema (Teams), Block Kit (Slack), size limits (Chime 4096
+    /// bytes, ...). Problems name the file and line. No network, no store.
+    #[command(
+        after_help = "Examples:\n  sekoia-relay check\n  sekoia-relay --config /etc/sekoia-relay/config.toml check && systemctl reload sekoia-relay"
+    )]
+    Check,
+    /// Print the exact request body each target of a hook would receive for an event (offline)
+    ///
+    /// Applies the hook's routing rules, then renders each reached target's template. Bodies go
+    /// to stdout, one per line; which target each is for, and targets not reached, go to stderr.
+    /// Nothing is fetched or sent: the alert comes from --alert or a built-in sample.
+    #[command(
+        after_help = "Examples:\n  sekoia-relay render --hook soc\n  sekoia-relay render --hook soc --event event.json --alert alert.json | jq .\n  sekoia-relay render --hook soc --unenriched      as if the Alert API were down"
+    )]
+    Render {
+        /// Name of the hook (`name` in [[hooks]])
+        #[arg(long, value_name = "NAME")]
+        hook: String,
+        /// A SEKOIA.IO webhook event (JSON) [default: a sample "alert created" event]
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+        /// An Alert API object (JSON) [default: a sample alert]
+        #[arg(long, value_name = "FILE", conflicts_with = "unenriched")]
+        alert: Option<PathBuf>,
+        /// Render as if the alert could not be fetched
+        #[arg(long)]
+        unenriched: bool,
+    },
+    /// Post a sample message (marked as a test) to one target now and show the response
+    ///
+    /// Prints the HTTP status and the start of the response body; exit 1 if the target did not
+    /// accept it. Only the target's scheme and host are shown, never its URL.
+    #[command(after_help = "Example:\n  sekoia-relay send-test teams_soc")]
+    SendTest {
+        /// Name of the target (`[targets.NAME]`)
+        target: String,
+    },
     /// Print a fresh random hook id and a [[hooks]] snippet to paste into config.toml
     #[command(after_help = "Example:\n  sekoia-relay new-hook soc-paris >> config.toml")]
     NewHook {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sekoia_relay::cli::{self, Cli, Command};
-use sekoia_relay::{configuration, startup::Application, telemetry};
+use sekoia_relay::{commands, configuration, startup::Application, telemetry};
 
 // jemalloc instead of glibc malloc: under load the profile showed ~14% of the relay's CPU in
 // glibc's allocator, and glibc's per-thread arenas inflate RSS. mimalloc was tried too: faster
@@ -32,6 +32,11 @@ async fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = configuration::config_path(args.config);
+    if let Command::Check = &command {
+        let report = commands::check::run(&path);
+        print!("{}", report.to_text());
+        return Ok(exit(report.ok()));
+    }
     let settings =
         configuration::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
     match command {
@@ -47,9 +52,39 @@ async fn run() -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::NewHook { .. } => {}
+        Command::Render {
+            hook,
+            event,
+            alert,
+            unenriched,
+        } => {
+            let opts = commands::render::RenderOptions {
+                hook,
+                event,
+                alert,
+                unenriched,
+            };
+            let results = commands::render::run(&settings, &opts)?;
+            let ok =
+                commands::render::print(&results, &mut std::io::stdout(), &mut std::io::stderr())?;
+            return Ok(exit(ok));
+        }
+        Command::SendTest { target } => {
+            let report = commands::send_test::run(&settings, &target).await?;
+            print!("{}", report.to_text());
+            return Ok(exit(report.delivered));
+        }
+        Command::NewHook { .. } | Command::Check => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -15,6 +15,7 @@ use crate::configuration::{HookSettings, Settings};
 use crate::delivery::{build_sender, Deliverer};
 use crate::render::{RenderError, Renderer};
 use crate::routes;
+use crate::routing::{Router, RoutingError};
 use crate::sekoia::{AlertClient, SekoiaError};
 use crate::store::{Store, StoreError};
 
@@ -24,6 +25,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("templates: {0}")]
     Render(#[from] RenderError),
+    #[error("routing: {0}")]
+    Routing(#[from] RoutingError),
     #[error("SEKOIA.IO client: {0}")]
     Sekoia(#[from] SekoiaError),
     #[error("HTTP client: {0}")]
@@ -45,14 +48,16 @@ pub struct HookEntry {
 pub struct Runtime {
     pub settings: Arc<Settings>,
     pub renderer: Arc<Renderer>,
+    pub router: Router,
     hooks_by_id: HashMap<String, HookEntry>,
 }
 
 impl Runtime {
     /// Compile everything the config needs (templates included). Fails without side effects,
     /// so a bad reload leaves the running config in place.
-    pub fn build(settings: Settings) -> Result<Runtime, RenderError> {
+    pub fn build(settings: Settings) -> Result<Runtime, StartupError> {
         let renderer = Arc::new(Renderer::new(&settings)?);
+        let router = Router::new(&settings)?;
         let hooks_by_id = settings
             .hooks
             .iter()
@@ -69,6 +74,7 @@ impl Runtime {
         Ok(Runtime {
             settings: Arc::new(settings),
             renderer,
+            router,
             hooks_by_id,
         })
     }

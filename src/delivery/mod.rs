@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::configuration::{Settings, TargetSettings};
 use crate::domain::WebhookEvent;
 use crate::render::RenderInput;
+use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
 use crate::startup::Runtime;
 use crate::store::{now_ms, Claimed, Outcome, Store};
@@ -396,10 +397,6 @@ impl Deliverer {
             Enrichment::Unavailable(reason) => (None, Some(reason.as_str())),
             Enrichment::NotApplicable => (None, None),
         };
-        let urgency = alert.and_then(crate::routing::alert_urgency);
-        if !crate::routing::target_selected(hook, &row.target, urgency) {
-            return Prepared::Skip(format!("no route of hook {:?} matched", hook.name));
-        }
         let input = RenderInput {
             event: &event.json,
             alert,
@@ -408,6 +405,9 @@ impl Deliverer {
             target_name: &row.target,
             app_url: hook.app_url(&settings.sekoia),
         };
+        if let Decision::Skipped(reason) = rt.router.decide(&hook.name, &row.target, &input) {
+            return Prepared::Skip(reason);
+        }
         match rt.renderer.render(&row.target, &input) {
             Ok(r) => Prepared::Body(r.body),
             Err(e) => Prepared::Fail(format!("render failed: {e}")),

@@ -347,6 +347,39 @@ impl Renderer {
         }
     }
 
+    /// Name of the template a target uses: the resolved path of its user template, or the
+    /// built-in's name (`builtin/slack.json.j2`).
+    pub fn template_name(&self, target_name: &str) -> Option<String> {
+        let entry = self.targets.get(target_name)?;
+        Some(
+            entry
+                .user_template
+                .clone()
+                .unwrap_or_else(|| builtin_template(entry.kind).0.to_string()),
+        )
+    }
+
+    /// The raw output of the target's own template, before any parsing, check or limit: for
+    /// `check`, which reports what the relay would otherwise cut or reject silently.
+    pub fn render_raw(
+        &self,
+        target_name: &str,
+        input: &RenderInput,
+    ) -> Result<String, RenderError> {
+        let entry = self
+            .targets
+            .get(target_name)
+            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let name = self
+            .template_name(target_name)
+            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let ctx = context(input, target_name, entry);
+        self.env
+            .get_template(&name)
+            .and_then(|t| t.render(&ctx))
+            .map_err(|e| RenderError::from_template(&name, &e, false))
+    }
+
     /// Number of fallbacks so far (for metrics).
     pub fn fallback_count(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
@@ -456,7 +489,13 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
             }
         }
     }
-    let ctx = json!({
+    minijinja::Value::from_serialize(context_json(input, target))
+}
+
+/// The template context of SPEC §6 as JSON, with `target` given by the caller. Templates and
+/// `when` expressions (routing) see exactly the same variables.
+pub fn context_json(input: &RenderInput, target: Value) -> Value {
+    json!({
         "event": input.event,
         "alert": input.alert,
         "enriched": input.alert.is_some(),
@@ -465,8 +504,7 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
         "target": target,
         "links": {"alert": alert_link(input.event, input.app_url)},
         "sekoia": {"app_url": input.app_url.trim_end_matches('/')},
-    });
-    minijinja::Value::from_serialize(&ctx)
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Integration tests: the real server on port 0, wiremock for SEKOIA.IO and the chat tools.
 
+mod cli;
 mod delivery;
 mod durability;
 mod enrichment;
 mod helpers;
 mod ingest;
+mod routing;

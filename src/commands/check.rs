@@ -1,0 +1,836 @@
+//! `check`: everything that can be wrong before SEKOIA.IO calls, reported at once.
+//!
+//! 1. the config loads (syntax, unknown keys, `${VAR}`s, cross-field rules);
+//! 2. every user template compiles (file and line);
+//! 3. every `when` compiles (hook and route) and evaluates without error on the samples;
+//! 4. every target's template renders every sample ([`samples::all`]) into a body its kind
+//!    accepts: JSON, the envelope, the Adaptive Card schema (Teams), Block Kit structure
+//!    (Slack), the hard size limits (Chime 4 096 bytes, …). Values the relay would cut to a
+//!    field limit (Slack header 150 characters, Mattermost text 4 000, …) are warnings.
+//!
+//! Warnings (not failures): hook ids shorter than 32 characters, Teams URLs without `sig=`,
+//! targets no hook uses. Nothing here touches the network or the store.
+
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::samples::{self, Sample};
+use crate::configuration::{self, ConfigError, Settings, TargetKind};
+use crate::render::{limits, RenderError, RenderInput, Renderer};
+use crate::routing::Router;
+
+/// Hook ids are the only secret of a hook URL: below 32 characters they may be guessable.
+pub const MIN_HOOK_ID_CHARS: usize = 32;
+
+/// What `check` found. Exit 1 when `problems` is not empty.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    /// One line about what was checked.
+    pub summary: String,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The text printed by `sekoia-relay check`.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for p in &self.problems {
+            out.push_str(&format!("error: {p}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out.push_str(&format!(
+            "{}: {} problem(s), {} warning(s){}\n",
+            if self.ok() { "ok" } else { "FAILED" },
+            self.problems.len(),
+            self.warnings.len(),
+            if self.summary.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", self.summary)
+            }
+        ));
+        out
+    }
+}
+
+/// A problem found on one sample: a message that is the same whatever the sample (so it can
+/// be reported once) and an optional sample-specific detail (shown for the first sample).
+struct Finding {
+    message: String,
+    detail: Option<String>,
+}
+
+impl From<String> for Finding {
+    fn from(message: String) -> Self {
+        Finding {
+            message,
+            detail: None,
+        }
+    }
+}
+
+/// The same message for several samples is reported once, with the list of samples.
+#[derive(Default)]
+struct Grouped {
+    items: Vec<(Finding, Vec<String>)>,
+}
+
+impl Grouped {
+    fn add(&mut self, finding: Finding, sample: &str) {
+        match self
+            .items
+            .iter_mut()
+            .find(|(f, _)| f.message == finding.message)
+        {
+            Some((_, samples)) => samples.push(sample.to_string()),
+            None => self.items.push((finding, vec![sample.to_string()])),
+        }
+    }
+
+    fn into_lines(self, total: usize) -> Vec<String> {
+        self.items
+            .into_iter()
+            .map(|(f, s)| {
+                let which = if s.len() == total {
+                    "every sample".to_string()
+                } else {
+                    format!("sample: {}", s.join(", "))
+                };
+                match f.detail {
+                    Some(d) => format!("{} [{which}]\n    {}: {d}", f.message, s[0]),
+                    None => format!("{} [{which}]", f.message),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Run every check on the config file at `path`.
+pub fn run(path: &Path) -> Report {
+    match configuration::load(path) {
+        Ok(settings) => check_settings(&settings),
+        Err(e) => Report {
+            problems: config_problems(path, &e),
+            warnings: Vec::new(),
+            summary: String::new(),
+        },
+    }
+}
+
+/// A config error as one line per problem (validation joins them with "; ").
+fn config_problems(path: &Path, e: &ConfigError) -> Vec<String> {
+    match e {
+        ConfigError::Invalid(all) => all
+            .split("; ")
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect(),
+        other => vec![format!("{}: {other}", path.display())],
+    }
+}
+
+/// Every check after the config has loaded.
+pub fn check_settings(settings: &Settings) -> Report {
+    let mut report = Report {
+        warnings: settings_warnings(settings),
+        ..Report::default()
+    };
+
+    // Compile each user template on its own, so every broken file is reported, not the first.
+    let mut usable = settings.clone();
+    usable.hooks.clear();
+    for (name, target) in &settings.targets {
+        if target.template.is_none() {
+            continue;
+        }
+        let mut alone = usable.clone();
+        alone.targets.retain(|n, _| n == name);
+        if let Err(e) = Renderer::new(&alone) {
+            report.problems.push(format!("target {name}: {e}"));
+            usable.targets.remove(name);
+        }
+    }
+
+    let router = match Router::new(settings) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            report
+                .problems
+                .extend(e.0.iter().map(|w| format!("routing: {w}")));
+            None
+        }
+    };
+
+    let samples = samples::all();
+    match Renderer::new(&usable) {
+        Ok(renderer) => {
+            for (name, target) in &usable.targets {
+                let mut grouped = Grouped::default();
+                let mut warned = Grouped::default();
+                for sample in &samples {
+                    let found =
+                        check_target(settings, &renderer, name, target.kind, sample, &mut warned);
+                    for f in found {
+                        grouped.add(f, &sample.name);
+                    }
+                }
+                report.problems.extend(
+                    grouped
+                        .into_lines(samples.len())
+                        .into_iter()
+                        .map(|p| format!("target {name} ({}): {p}", target.kind)),
+                );
+                report.warnings.extend(
+                    warned
+                        .into_lines(samples.len())
+                        .into_iter()
+                        .map(|w| format!("target {name} ({}): {w}", target.kind)),
+                );
+            }
+        }
+        Err(e) => report.problems.push(format!("templates: {e}")),
+    }
+
+    if let Some(router) = &router {
+        let mut grouped = Grouped::default();
+        for sample in &samples {
+            for hook in &settings.hooks {
+                let input = sample_input(settings, sample, &hook.name, "");
+                for e in router.evaluation_errors(&hook.name, &input) {
+                    grouped.add(e.into(), &sample.name);
+                }
+            }
+        }
+        report.problems.extend(
+            grouped
+                .into_lines(samples.len())
+                .into_iter()
+                .map(|p| format!("routing: {p}")),
+        );
+    }
+
+    report.summary = format!(
+        "{} target(s), {} hook(s), {} samples per template",
+        settings.targets.len(),
+        settings.hooks.len(),
+        samples.len()
+    );
+    report
+}
+
+fn sample_input<'a>(
+    settings: &'a Settings,
+    sample: &'a Sample,
+    hook: &'a str,
+    target: &'a str,
+) -> RenderInput<'a> {
+    let app_url = settings
+        .hook_by_name(hook)
+        .map(|h| h.app_url(&settings.sekoia))
+        .unwrap_or(&settings.sekoia.app_url);
+    RenderInput {
+        event: &sample.event,
+        alert: sample.alert.as_ref(),
+        enrichment_error: sample.enrichment_error,
+        hook_name: hook,
+        target_name: target,
+        app_url,
+    }
+}
+
+/// The first hook that may reach `target` (its name and `app_url` go in the context).
+fn hook_for<'a>(settings: &'a Settings, target: &str) -> &'a str {
+    settings
+        .hooks
+        .iter()
+        .find(|h| h.candidate_targets().iter().any(|t| t == target))
+        .map(|h| h.name.as_str())
+        .unwrap_or("sample")
+}
+
+/// Problems of one target on one sample; field-limit cuts go to `warned`.
+fn check_target(
+    settings: &Settings,
+    renderer: &Renderer,
+    target: &str,
+    kind: TargetKind,
+    sample: &Sample,
+    warned: &mut Grouped,
+) -> Vec<Finding> {
+    let hook = hook_for(settings, target);
+    let input = sample_input(settings, sample, hook, target);
+    let template = renderer.template_name(target).unwrap_or_default();
+    let body = match renderer.render_strict(target, &input) {
+        Ok(body) => body,
+        Err(RenderError::InvalidJson {
+            template,
+            line,
+            column,
+            detail,
+        }) => {
+            // Show the offending output line: the template line is easy to find from it.
+            let text = renderer
+                .render_raw(target, &input)
+                .ok()
+                .and_then(|raw| raw.lines().nth(line.saturating_sub(1)).map(str::to_string))
+                .unwrap_or_default();
+            let detail = detail.split(" at line ").next().unwrap_or_default();
+            return vec![Finding {
+                message: format!("template {template} renders invalid JSON"),
+                detail: Some(format!(
+                    "{detail} at output line {line}, column {column}: {}",
+                    crate::render::truncate_chars(text.trim(), 160)
+                )),
+            }];
+        }
+        Err(RenderError::TooLarge {
+            template,
+            kind,
+            size,
+            limit,
+        }) => {
+            return vec![Finding {
+                message: format!(
+                    "template {template} renders a body over the {kind} limit of {limit} bytes"
+                ),
+                detail: Some(format!("{size} bytes")),
+            }];
+        }
+        Err(e) => return vec![e.to_string().into()],
+    };
+    if kind == TargetKind::Console {
+        return Vec::new();
+    }
+    let Ok(value) = serde_json::from_str::<Value>(&body) else {
+        return vec![format!("template {template}: the final body is not JSON").into()];
+    };
+    if let Ok(raw) = renderer.render_raw(target, &input) {
+        if let Ok(mut raw_value) = serde_json::from_str::<Value>(&raw) {
+            let before = raw_value.clone();
+            limits::enforce_field_limits(kind, &mut raw_value);
+            for path in changed_paths(&before, &raw_value, "") {
+                warned.add(
+                    format!(
+                        "template {template}: {path} is over the {kind} limit and is cut by the relay (use truncate_chars to choose where)"
+                    )
+                    .into(),
+                    &sample.name,
+                );
+            }
+        }
+    }
+    let found = match kind {
+        TargetKind::Teams => teams_problems(&value),
+        TargetKind::Slack => slack_problems(&value),
+        TargetKind::Mattermost => mattermost_problems(&value),
+        _ => Vec::new(),
+    };
+    found
+        .into_iter()
+        .map(|p| format!("template {template}: {p}").into())
+        .collect()
+}
+
+/// JSON paths where `a` and `b` differ (strings cut, lists shortened).
+fn changed_paths(a: &Value, b: &Value, at: &str) -> Vec<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x
+            .iter()
+            .filter_map(|(k, v)| y.get(k).map(|w| (k, v, w)))
+            .flat_map(|(k, v, w)| {
+                let p = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                changed_paths(v, w, &p)
+            })
+            .collect(),
+        (Value::Array(x), Value::Array(y)) => {
+            let mut out: Vec<String> = x
+                .iter()
+                .zip(y.iter())
+                .enumerate()
+                .flat_map(|(i, (v, w))| changed_paths(v, w, &format!("{at}[{i}]")))
+                .collect();
+            if x.len() != y.len() {
+                out.push(format!("{at} ({} items, {} kept)", x.len(), y.len()));
+            }
+            out
+        }
+        (Value::String(x), Value::String(y)) if x != y => {
+            vec![format!("{at} ({} characters)", x.chars().count())]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Teams: each Adaptive Card attachment must validate against the official schema (embedded),
+/// without Teams' own `msteams` key, which the schema does not know.
+fn teams_problems(body: &Value) -> Vec<String> {
+    let schema = samples::parse(samples::ADAPTIVE_CARD_SCHEMA);
+    let validator = match jsonschema::validator_for(&schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![format!(
+                "internal: the Adaptive Card schema does not load: {e}"
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    for (i, a) in body["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if a["contentType"] != "application/vnd.microsoft.card.adaptive" {
+            continue;
+        }
+        let mut card = a["content"].clone();
+        if let Some(obj) = card.as_object_mut() {
+            obj.remove("msteams");
+        }
+        let mut leaves = Vec::new();
+        for e in validator.iter_errors(&card) {
+            schema_leaves(&e, &mut leaves);
+        }
+        leaves.dedup();
+        let total = leaves.len();
+        for leaf in leaves.into_iter().take(5) {
+            out.push(format!(
+                "attachments[{i}].content does not match the Adaptive Card schema: {leaf}"
+            ));
+        }
+        if total > 5 {
+            out.push(format!(
+                "attachments[{i}].content: {} more schema errors",
+                total - 5
+            ));
+        }
+    }
+    out
+}
+
+/// The useful errors inside a schema error. The card schema is a tree of `anyOf`s (a block is
+/// one of many element types), whose own message ("not valid under any of the schemas") says
+/// nothing; follow the branch that matched deepest, and print values masked (their path
+/// locates them, and a 5 000-character alert detail would drown the message).
+fn schema_leaves(e: &jsonschema::ValidationError<'_>, out: &mut Vec<String>) {
+    use jsonschema::error::ValidationErrorKind as K;
+    let depth = |e: &jsonschema::ValidationError<'_>| e.instance_path.as_str().matches('/').count();
+    match &e.kind {
+        K::AnyOf { context } | K::OneOfNotValid { context } if !context.is_empty() => {
+            let best = context
+                .iter()
+                .filter(|b| !b.is_empty())
+                .max_by_key(|branch| {
+                    let deepest = branch.iter().map(depth).max().unwrap_or(0);
+                    (deepest, std::cmp::Reverse(branch.len()))
+                });
+            match best {
+                // A branch got further into the value: the mistake is in there.
+                Some(branch) if branch.iter().map(depth).max().unwrap_or(0) > depth(e) => {
+                    branch.iter().for_each(|sub| schema_leaves(sub, out))
+                }
+                // Every branch failed on the value itself (e.g. an enum or null): list them.
+                _ => {
+                    let mut options = Vec::new();
+                    alternatives(e, &mut options);
+                    out.push(format!("{} (at {})", options.join(", or "), location(e)));
+                }
+            }
+        }
+        _ => out.push(format!("{} (at {})", e.masked(), location(e))),
+    }
+}
+
+/// The messages of every alternative of nested `anyOf`/`oneOf`s, each once.
+fn alternatives(e: &jsonschema::ValidationError<'_>, out: &mut Vec<String>) {
+    use jsonschema::error::ValidationErrorKind as K;
+    match &e.kind {
+        K::AnyOf { context } | K::OneOfNotValid { context } if !context.is_empty() => {
+            for sub in context.iter().flatten() {
+                alternatives(sub, out);
+            }
+        }
+        _ => {
+            let m = e.masked().to_string();
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+}
+
+fn location(e: &jsonschema::ValidationError<'_>) -> String {
+    match e.instance_path.as_str() {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    }
+}
+
+/// Block types Slack's incoming webhooks accept.
+const SLACK_BLOCK_TYPES: [&str; 11] = [
+    "section",
+    "header",
+    "divider",
+    "actions",
+    "context",
+    "image",
+    "markdown",
+    "rich_text",
+    "input",
+    "file",
+    "video",
+];
+
+/// Slack: the Block Kit mistakes that make Slack answer 400 `invalid_blocks` (a dead letter),
+/// which the relay cannot repair by cutting: unknown block types, empty or mistyped text
+/// objects, a header that is not plain text, a section without text or fields, empty element
+/// lists, a button without a label or target, repeated `block_id`s.
+pub fn slack_problems(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut holders = vec![("".to_string(), body)];
+    for (i, a) in body["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        holders.push((format!("attachments[{i}]."), a));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (prefix, holder) in holders {
+        let Some(blocks) = holder.get("blocks") else {
+            continue;
+        };
+        let Some(blocks) = blocks.as_array() else {
+            out.push(format!("{prefix}blocks must be a list"));
+            continue;
+        };
+        for (i, b) in blocks.iter().enumerate() {
+            let at = format!("{prefix}blocks[{i}]");
+            let Some(kind) = b.get("type").and_then(Value::as_str) else {
+                out.push(format!("{at} has no `type`"));
+                continue;
+            };
+            if !SLACK_BLOCK_TYPES.contains(&kind) {
+                out.push(format!("{at}: unknown block type {kind:?}"));
+                continue;
+            }
+            if let Some(id) = b.get("block_id").and_then(Value::as_str) {
+                if !ids.insert(id.to_string()) {
+                    out.push(format!("{at}: block_id {id:?} is used twice"));
+                }
+            }
+            match kind {
+                "header" => match text_object(&b["text"]) {
+                    Ok(("plain_text", _)) => {}
+                    Ok((t, _)) => out.push(format!("{at}.text must be plain_text, not {t}")),
+                    Err(e) => out.push(format!("{at}.text {e}")),
+                },
+                "section" => {
+                    let has_text = !b["text"].is_null();
+                    let fields = b["fields"].as_array();
+                    if !has_text && fields.is_none_or(|f| f.is_empty()) {
+                        out.push(format!("{at} needs `text` or `fields`"));
+                    }
+                    if has_text {
+                        if let Err(e) = text_object(&b["text"]) {
+                            out.push(format!("{at}.text {e}"));
+                        }
+                    }
+                    for (j, f) in fields.into_iter().flatten().enumerate() {
+                        if let Err(e) = text_object(f) {
+                            out.push(format!("{at}.fields[{j}] {e}"));
+                        }
+                    }
+                }
+                "actions" | "context" => {
+                    let els = b["elements"].as_array();
+                    if els.is_none_or(|e| e.is_empty()) {
+                        out.push(format!("{at} needs a non-empty `elements` list"));
+                    }
+                    for (j, e) in els.into_iter().flatten().enumerate() {
+                        let at = format!("{at}.elements[{j}]");
+                        match e.get("type").and_then(Value::as_str) {
+                            Some("button") => {
+                                if let Err(err) = text_object(&e["text"]) {
+                                    out.push(format!("{at}.text {err}"));
+                                }
+                                if e.get("url").is_none() && e.get("action_id").is_none() {
+                                    out.push(format!("{at} needs a `url`"));
+                                }
+                            }
+                            Some("mrkdwn" | "plain_text") => {
+                                if let Err(err) = text_object(e) {
+                                    out.push(format!("{at} {err}"));
+                                }
+                            }
+                            Some(_) => {}
+                            None => out.push(format!("{at} has no `type`")),
+                        }
+                    }
+                }
+                "image" => {
+                    for key in ["image_url", "alt_text"] {
+                        if b.get(key).and_then(Value::as_str).is_none_or(str::is_empty) {
+                            out.push(format!("{at} needs a non-empty `{key}`"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// A Block Kit text object: `{"type": "plain_text"|"mrkdwn", "text": "…"}` with non-empty
+/// text (Slack rejects empty strings).
+fn text_object(v: &Value) -> Result<(&str, &str), String> {
+    let kind = v.get("type").and_then(Value::as_str);
+    let text = v.get("text").and_then(Value::as_str);
+    match (kind, text) {
+        (Some(k @ ("plain_text" | "mrkdwn")), Some(t)) if !t.is_empty() => Ok((k, t)),
+        (Some("plain_text" | "mrkdwn"), Some(_)) => {
+            Err("is empty (Slack rejects empty text)".into())
+        }
+        (Some("plain_text" | "mrkdwn"), None) => {
+            Err("has no `text` string (is the value none?)".into())
+        }
+        (Some(k), _) => Err(format!("has type {k:?}, expected plain_text or mrkdwn")),
+        (None, _) => Err("must be an object with `type` and `text`".into()),
+    }
+}
+
+/// Mattermost: attachments must be objects (a list of strings is a 400).
+fn mattermost_problems(body: &Value) -> Vec<String> {
+    match body.get("attachments") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.is_object())
+            .map(|(i, _)| format!("attachments[{i}] must be an object"))
+            .collect(),
+        Some(_) => vec!["`attachments` must be a list".into()],
+    }
+}
+
+/// Warnings that do not stop the relay but deserve attention.
+pub fn settings_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in &settings.hooks {
+        let n = h.id.chars().count();
+        if n < MIN_HOOK_ID_CHARS {
+            out.push(format!(
+                "hook {:?}: the id has {n} characters; the id is the hook's only secret, use at least {MIN_HOOK_ID_CHARS} (`sekoia-relay new-hook` makes one)",
+                h.name
+            ));
+        }
+    }
+    for (name, t) in &settings.targets {
+        if t.kind == TargetKind::Teams {
+            if let Some(url) = &t.url {
+                let has_sig = url::Url::parse(url.expose_secret())
+                    .map(|u| u.query_pairs().any(|(k, _)| k == "sig"))
+                    .unwrap_or(false);
+                if !has_sig {
+                    out.push(format!(
+                        "targets.{name}: the Teams URL ({}) has no `sig=` parameter; Workflows webhook URLs carry one: copy the whole URL",
+                        t.safe_host()
+                    ));
+                }
+            }
+        }
+        if !settings
+            .hooks
+            .iter()
+            .any(|h| h.candidate_targets().iter().any(|c| c == name))
+        {
+            out.push(format!("targets.{name}: no hook sends to this target"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::{load_str, Env};
+    use serde_json::json;
+
+    fn settings(text: &str) -> Settings {
+        load_str(text, Path::new("c.toml"), Path::new("."), &Env::new()).expect("config")
+    }
+
+    #[test]
+    fn builtin_templates_pass_every_check() {
+        let s = settings(
+            r#"
+            [targets.teams]
+            kind = "teams"
+            url = "https://x.invalid/workflows/1?api-version=1&sig=abc"
+            [targets.slack]
+            kind = "slack"
+            url = "https://x.invalid/s"
+            [targets.mattermost]
+            kind = "mattermost"
+            url = "https://x.invalid/m"
+            [targets.chime]
+            kind = "chime"
+            url = "https://x.invalid/c"
+            [targets.webhook]
+            kind = "webhook"
+            url = "https://x.invalid/w"
+            [targets.console]
+            kind = "console"
+            [[hooks]]
+            name = "soc"
+            id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+            targets = ["teams", "slack", "mattermost", "chime", "webhook", "console"]
+            when = "alert.rule.name != 'Noisy rule'"
+            "#,
+        );
+        let r = check_settings(&s);
+        assert!(r.ok(), "{}", r.to_text());
+        assert!(r.warnings.is_empty(), "{}", r.to_text());
+    }
+
+    #[test]
+    fn copies_of_the_builtin_templates_pass_as_user_templates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::from(
+            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"teams\", \"slack\", \"mattermost\", \"chime\", \"webhook\", \"console\"]\n",
+        );
+        for kind in TargetKind::ALL {
+            let (name, source) = crate::render::builtin_template(kind);
+            let file = name.trim_start_matches("builtin/");
+            std::fs::write(dir.path().join(file), source).expect("write");
+            let url = if kind == TargetKind::Console {
+                String::new()
+            } else {
+                "url = \"https://x.invalid/1?sig=a\"\n".to_string()
+            };
+            text.push_str(&format!(
+                "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{file}\"\n"
+            ));
+        }
+        let s =
+            load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
+        let r = check_settings(&s);
+        assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+    }
+
+    /// The worked examples of the README's "Templates" section pass `check`, so the README
+    /// cannot drift from what the relay accepts.
+    #[test]
+    fn readme_template_examples_pass_check() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```jinja\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .collect();
+        let kinds = [
+            "teams",
+            "slack",
+            "mattermost",
+            "chime",
+            "webhook",
+            "console",
+        ];
+        assert_eq!(
+            blocks.len(),
+            kinds.len(),
+            "one example per kind, in this order"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = format!(
+            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = {kinds:?}\n"
+        );
+        for (kind, source) in kinds.iter().zip(&blocks) {
+            std::fs::write(dir.path().join(format!("{kind}.j2")), source).expect("write");
+            let url = if *kind == "console" {
+                ""
+            } else {
+                "url = \"https://x.invalid/1?sig=a\"\n"
+            };
+            text.push_str(&format!(
+                "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{kind}.j2\"\n"
+            ));
+        }
+        let s =
+            load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
+        let r = check_settings(&s);
+        assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+    }
+
+    #[test]
+    fn warnings_for_short_ids_teams_urls_and_unused_targets() {
+        let s = settings(
+            r#"
+            [targets.teams]
+            kind = "teams"
+            url = "https://secret-host.invalid/workflows/1?api-version=1"
+            [targets.idle]
+            kind = "console"
+            [[hooks]]
+            name = "soc"
+            id = "short-id"
+            targets = ["teams"]
+            "#,
+        );
+        let w = settings_warnings(&s).join("\n");
+        assert!(w.contains("hook \"soc\": the id has 8 characters"), "{w}");
+        assert!(w.contains("sig="), "{w}");
+        assert!(!w.contains("/workflows/1"), "only the host is shown: {w}");
+        assert!(w.contains("targets.idle: no hook"), "{w}");
+    }
+
+    #[test]
+    fn slack_structure_problems() {
+        let body = json!({"text": "x", "blocks": [
+            {"type": "header", "text": {"type": "mrkdwn", "text": "h"}},
+            {"type": "section"},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": ""}]},
+            {"type": "bogus"},
+            {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open"}}]},
+            {"type": "context", "elements": []},
+        ]});
+        let p = slack_problems(&body).join("\n");
+        for expected in [
+            "blocks[0].text must be plain_text",
+            "blocks[1] needs `text` or `fields`",
+            "blocks[2].fields[0] is empty",
+            "unknown block type \"bogus\"",
+            "blocks[4].elements[0] needs a `url`",
+            "blocks[5] needs a non-empty `elements`",
+        ] {
+            assert!(p.contains(expected), "{expected} missing in:\n{p}");
+        }
+    }
+
+    #[test]
+    fn changed_paths_name_what_was_cut() {
+        let a = json!({"text": "abcdef", "blocks": [1, 2, 3], "same": "x"});
+        let b = json!({"text": "abc…", "blocks": [1, 2], "same": "x"});
+        assert_eq!(
+            changed_paths(&a, &b, ""),
+            vec![
+                "blocks (3 items, 2 kept)".to_string(),
+                "text (6 characters)".to_string()
+            ]
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! `check`, `render` and `send-test` (SPEC §2), run as the real binary on temporary configs.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// A temporary directory with a config file and templates.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    fn config(&self, text: &str) -> PathBuf {
+        self.write(
+            "config.toml",
+            &format!(
+                "[store]\npath = \"{}/relay.db\"\n{text}",
+                self.dir.path().display()
+            ),
+        )
+    }
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("SEKOIA_RELAY_CONFIG")
+        .output()
+        .expect("run the binary")
+}
+
+/// Run the binary off the async runtime, so mock servers keep answering meanwhile.
+async fn run_async(config: PathBuf, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&config, &refs)
+    })
+    .await
+    .expect("join")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const HOOK: &str = r#"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["t"]
+"#;
+
+/// Target `t` of `kind` with the user template `t.j2` holding `template`.
+fn one_target(kind: &str, template: &str) -> (Workspace, PathBuf) {
+    let ws = Workspace::new();
+    ws.write("t.j2", template);
+    let config = ws.config(&format!(
+        "[targets.t]\nkind = \"{kind}\"\nurl = \"https://chat.invalid/x?sig=abc\"\ntemplate = \"t.j2\"\n{HOOK}"
+    ));
+    (ws, config)
+}
+
+#[test]
+fn check_passes_on_the_builtin_templates() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[targets.teams]
+kind = "teams"
+url = "https://x.invalid/workflows/1?api-version=1&sig=abc"
+[targets.slack]
+kind = "slack"
+url = "https://hooks.slack.invalid/services/1"
+[targets.chime]
+kind = "chime"
+url = "https://hooks.chime.invalid/1"
+[targets.console]
+kind = "console"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["teams", "console"]
+[[hooks.routes]]
+targets = ["slack", "chime"]
+min_urgency = 80
+when = "alert.rule.name != 'Noisy rule'"
+"#,
+    );
+    let out = run(&config, &["check"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("ok: 0 problem(s), 0 warning(s)"));
+}
+
+#[test]
+fn check_reports_each_failure_mode_with_its_message() {
+    // (case, kind, template, expected pieces of the report)
+    let cases: [(&str, &str, &str, &[&str]); 6] = [
+        (
+            "syntax",
+            "slack",
+            "{\"text\": {{ alert.title }},\n \"blocks\": {% for b in x %}\n}",
+            &["t.j2 line 3", "syntax error"],
+        ),
+        (
+            "invalid JSON",
+            "webhook",
+            "{\"title\": {{ alert.title }}\n \"rule\": {{ alert.rule.name }}}",
+            &[
+                "t.j2 renders invalid JSON [every sample]",
+                "output line 2",
+                "\"rule\": \"Cobalt Strike C2 (Sekoia CTI)\"",
+            ],
+        ),
+        (
+            "unknown filter",
+            "mattermost",
+            "{\n\"text\": {{ alert.title|shout }}}",
+            &["t.j2 line 2", "unknown filter", "shout"],
+        ),
+        (
+            "Teams schema",
+            "teams",
+            r#"{"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": {{ alert.title or "-" }}, "color": "Purple"}]}}]}"#,
+            &["Adaptive Card schema", "/body/0/color", "[every sample]"],
+        ),
+        (
+            "Chime over the limit",
+            "chime",
+            "{\"Content\": {{ \"/md \" ~ (alert.details or \"\") }}}",
+            &[
+                "over the chime limit of 4096 bytes",
+                "created/alert-hostile",
+            ],
+        ),
+        (
+            "Slack empty text",
+            "slack",
+            r#"{"text": "x", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": {{ alert.entity.name or "" }}}}]}"#,
+            &["blocks[0].text is empty", "created/unenriched"],
+        ),
+    ];
+    for (case, kind, template, expected) in cases {
+        let (_ws, config) = one_target(kind, template);
+        let out = run(&config, &["check"]);
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{case}: {report}");
+        for e in expected {
+            assert!(report.contains(e), "{case}: {e:?} missing in\n{report}");
+        }
+        assert!(report.contains("FAILED"), "{case}");
+        assert!(!report.contains("chat.invalid/x"), "{case}: URL leaked");
+    }
+}
+
+#[test]
+fn check_reports_bad_when_expressions_and_every_problem_at_once() {
+    let ws = Workspace::new();
+    ws.write("a.j2", "{\"text\": {{ alert.title }\n");
+    ws.write("b.j2", "{% if %}\n");
+    let config = ws.config(
+        r#"
+[targets.a]
+kind = "slack"
+url = "https://x.invalid/a"
+template = "a.j2"
+[targets.b]
+kind = "webhook"
+url = "https://x.invalid/b"
+template = "b.j2"
+[targets.c]
+kind = "webhook"
+url = "https://x.invalid/c"
+template = "missing.j2"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["a", "b", "c"]
+when = "alert.urgency.value >"
+[[hooks.routes]]
+targets = ["a"]
+when = "alert.rule.name not 'x'"
+"#,
+    );
+    let out = run(&config, &["check"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for e in [
+        "a.j2 line 1",
+        "b.j2 line 1",
+        "cannot read template",
+        "missing.j2",
+        "hook \"soc\": `when` = \"alert.urgency.value >\" is not a valid expression",
+        "hook \"soc\", route 1",
+        "5 problem(s)",
+    ] {
+        assert!(report.contains(e), "{e:?} missing in\n{report}");
+    }
+}
+
+#[test]
+fn check_reports_config_errors_and_warnings() {
+    let ws = Workspace::new();
+    let config = ws.config("[server]\nlisten_adress = \"x\"\n");
+    let out = run(&config, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("listen_adress"), "{}", stdout(&out));
+
+    let config = ws.config(
+        r#"
+[targets.teams]
+kind = "teams"
+url = "https://prod-01.example.invalid/workflows/secret-path?api-version=1"
+[[hooks]]
+name = "soc"
+id = "short"
+targets = ["teams"]
+"#,
+    );
+    let out = run(&config, &["check"]);
+    let report = stdout(&out);
+    assert!(out.status.success(), "warnings do not fail: {report}");
+    assert!(
+        report.contains("hook \"soc\": the id has 5 characters"),
+        "{report}"
+    );
+    assert!(report.contains("no `sig=` parameter"), "{report}");
+    assert!(!report.contains("secret-path"), "{report}");
+    assert!(report.contains("0 problem(s), 2 warning(s)"), "{report}");
+}
+
+#[tokio::test]
+async fn render_is_offline_and_follows_the_routes() {
+    let mock = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&mock)
+        .await;
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        r#"
+[sekoia]
+api_url = "{uri}"
+api_key = "key-that-must-not-be-used"
+[targets.teams]
+kind = "teams"
+url = "{uri}/teams"
+[targets.slack]
+kind = "slack"
+url = "{uri}/slack"
+[targets.pager]
+kind = "webhook"
+url = "{uri}/pager"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["teams"]
+[[hooks.routes]]
+targets = ["slack"]
+min_urgency = 80
+[[hooks.routes]]
+targets = ["pager", "teams"]
+when = "alert.rule.name != 'Noisy rule'"
+"#,
+        uri = mock.uri()
+    ));
+
+    // The sample alert has urgency 70: teams (once) and pager, not slack.
+    let out = run_async(config.clone(), &["render", "--hook", "soc"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bodies: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON body per line"))
+        .collect();
+    assert_eq!(bodies.len(), 2, "{}", stdout(&out));
+    assert_eq!(bodies[0]["type"], "message", "teams first");
+    assert_eq!(
+        bodies[1]["alert"]["title"],
+        "Cobalt Strike beacon HTTP traffic"
+    );
+    let notes = stderr(&out);
+    assert!(notes.contains("==> target teams (teams"), "{notes}");
+    assert!(
+        notes.contains("target slack: not routed") && notes.contains("min_urgency 80"),
+        "{notes}"
+    );
+
+    // An alert of our own, urgency 90: slack too.
+    let mut alert = fixture_json("alert.json");
+    alert["urgency"]["current_value"] = 90.into();
+    let alert_file = ws.write("alert.json", &alert.to_string());
+    let event_file = ws.write("event.json", &fixture("webhook-alert-updated.json"));
+    let out = run_async(
+        config.clone(),
+        &[
+            "render",
+            "--hook",
+            "soc",
+            "--event",
+            event_file.to_str().unwrap(),
+            "--alert",
+            alert_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stderr(&out));
+    assert!(stdout(&out).contains("Alert updated"));
+
+    // As if the API were down: every conditional route fails open.
+    let out = run_async(config.clone(), &["render", "--hook", "soc", "--unenriched"]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stderr(&out));
+    assert!(stdout(&out).contains("unavailable"));
+
+    let out = run_async(config, &["render", "--hook", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no hook named \"nope\""));
+
+    // Nothing reached the network: neither the Alert API nor a target.
+    assert!(mock
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn render_shows_the_fallback_when_a_user_template_fails() {
+    let (_ws, config) = one_target("slack", "{\"text\": {{ alert.title }}\n");
+    let out = run_async(config, &["render", "--hook", "soc"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid JSON"), "{}", stderr(&out));
+    let body: Value = serde_json::from_str(stdout(&out).trim()).expect("built-in body");
+    assert!(body["blocks"].is_array());
+}
+
+#[tokio::test]
+async fn send_test_posts_a_marked_sample_and_reports_the_answer() {
+    let chat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/T0/B0/secret-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&chat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/broken/secret-token"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("invalid_blocks".repeat(100)))
+        .expect(1)
+        .mount(&chat)
+        .await;
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        r#"
+[targets.slack]
+kind = "slack"
+url = "{uri}/services/T0/B0/secret-token"
+[targets.broken]
+kind = "slack"
+url = "{uri}/broken/secret-token"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["slack", "broken"]
+"#,
+        uri = chat.uri()
+    ));
+
+    let out = run_async(config.clone(), &["send-test", "slack"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("HTTP 200") && text.contains("delivered"),
+        "{text}"
+    );
+    assert!(text.contains(&chat.uri()), "the host is shown: {text}");
+    assert!(
+        !text.contains("secret-token"),
+        "the URL path is not: {text}"
+    );
+    let got = received(&chat, "/services/T0/B0/secret-token").await;
+    let body = body_json(&got[0]);
+    assert!(
+        body["text"].as_str().is_some_and(|t| t.contains("[TEST")),
+        "{body}"
+    );
+
+    let out = run_async(config.clone(), &["send-test", "broken"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("HTTP 400") && text.contains("FAILED"),
+        "{text}"
+    );
+    assert!(text.contains("invalid_blocks"), "{text}");
+    assert!(text.len() < 1000, "the response excerpt is bounded: {text}");
+
+    let out = run_async(config, &["send-test", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no target named \"nope\""));
+}
+
+#[test]
+fn help_has_examples() {
+    let ws = Workspace::new();
+    let config = ws.config("");
+    for cmd in ["check", "render", "send-test", "new-hook", "urls"] {
+        let out = run(&config, &[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        assert!(stdout(&out).contains("Example"), "{cmd}: {}", stdout(&out));
+    }
+}
