@@ -117,7 +117,13 @@ impl Grouped {
 /// Run every check on the config file at `path`.
 pub fn run(path: &Path) -> Report {
     match configuration::load(path) {
-        Ok(settings) => check_settings(&settings),
+        Ok(settings) => {
+            let mut report = check_settings(&settings);
+            if let Some(w) = file_mode(path).and_then(|m| permission_warning(path, m, &settings)) {
+                report.warnings.push(w);
+            }
+            report
+        }
         Err(e) => Report {
             problems: config_problems(path, &e),
             warnings: Vec::new(),
@@ -627,6 +633,38 @@ fn mattermost_problems(body: &Value) -> Vec<String> {
     }
 }
 
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
+}
+
+/// A warning when the config file is readable by other users and holds secrets.
+///
+/// Rule: group or other read permission (`mode & 0o044`) on a file that holds at least one
+/// hook id, or an API key / target URL written literally rather than as `${VAR}`. Reason: hook
+/// ids, keys and webhook URLs are credentials (SPEC §7); a world-readable file leaks them to
+/// every local account. It is a warning, not an error: containers often mount configs 0644.
+pub fn permission_warning(path: &Path, mode: u32, settings: &Settings) -> Option<String> {
+    let readable = mode & 0o044 != 0;
+    let holds_secrets = !settings.hooks.is_empty()
+        || !settings.sekoia.api_key.expose_secret().is_empty()
+        || settings.targets.values().any(|t| t.url.is_some());
+    (readable && holds_secrets).then(|| {
+        format!(
+            "{} is readable by other users (mode {:o}) and holds secrets (hook ids, keys or webhook URLs): run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
 /// Warnings that do not stop the relay but deserve attention.
 pub fn settings_warnings(settings: &Settings) -> Vec<String> {
     let mut out = Vec::new();
@@ -774,6 +812,24 @@ mod tests {
             load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
         let r = check_settings(&s);
         assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+    }
+
+    #[test]
+    fn world_readable_config_with_secrets_is_a_warning() {
+        let s = settings(
+            r#"
+            [targets.out]
+            kind = "console"
+            [[hooks]]
+            name = "soc"
+            id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+            targets = ["out"]
+            "#,
+        );
+        let w = permission_warning(Path::new("config.toml"), 0o100644, &s).expect("warns");
+        assert!(w.contains("chmod 600") && w.contains("644"), "{w}");
+        assert!(permission_warning(Path::new("config.toml"), 0o100600, &s).is_none());
+        assert!(permission_warning(Path::new("config.toml"), 0o100640, &s).is_some());
     }
 
     #[test]

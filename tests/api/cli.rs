@@ -27,7 +27,17 @@ impl Workspace {
         p
     }
 
+    /// A config file as an operator should keep it: readable by its owner only (`check` warns
+    /// about secrets in a file other users can read; that warning has its own test).
     fn config(&self, text: &str) -> PathBuf {
+        let p = self.config_with_default_mode(text);
+        let mut perms = std::fs::metadata(&p).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&p, perms).expect("chmod");
+        p
+    }
+
+    fn config_with_default_mode(&self, text: &str) -> PathBuf {
         self.write(
             "config.toml",
             &format!(
@@ -250,6 +260,17 @@ targets = ["teams"]
     assert!(report.contains("no `sig=` parameter"), "{report}");
     assert!(!report.contains("secret-path"), "{report}");
     assert!(report.contains("0 problem(s), 2 warning(s)"), "{report}");
+
+    // The same file readable by other users: it holds a hook id and a webhook URL.
+    let mut perms = std::fs::metadata(&config).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&config, perms).expect("chmod");
+    let report = stdout(&run(&config, &["check"]));
+    assert!(
+        report.contains("readable by other users (mode 644)"),
+        "{report}"
+    );
+    assert!(report.contains("chmod 600"), "{report}");
 }
 
 #[tokio::test]
