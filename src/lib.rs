@@ -17,13 +17,15 @@
 //!    dead letter.
 //!
 //! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
-//! stages and runs until a shutdown future resolves), [`telemetry`] (logs and redaction),
-//! [`cli`] (the command line of SPEC §2).
+//! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
+//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line of SPEC §2).
 
 pub mod cli;
 pub mod configuration;
 pub mod delivery;
 pub mod domain;
+pub mod metrics;
+pub mod reload;
 pub mod render;
 pub mod routes;
 pub mod routing;

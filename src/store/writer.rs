@@ -194,7 +194,8 @@ fn claim(
     now: i64,
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
     let mut stmt = tx.prepare_cached(
-        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body
+        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body,
+                e.received_at, e.short_id
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
          ORDER BY d.next_at, d.id LIMIT ?3",
@@ -210,6 +211,8 @@ fn claim(
                 age_from_ms: r.get(5)?,
                 event_json: r.get(6)?,
                 body: r.get(7)?,
+                received_at_ms: r.get(8)?,
+                short_id: r.get(9)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

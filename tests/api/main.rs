@@ -5,3 +5,4 @@ mod durability;
 mod enrichment;
 mod helpers;
 mod ingest;
+mod metrics;
