@@ -6,3 +6,4 @@ mod enrichment;
 mod helpers;
 mod ingest;
 mod metrics;
+mod reload;
