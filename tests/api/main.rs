@@ -7,3 +7,4 @@ mod helpers;
 mod ingest;
 mod metrics;
 mod reload;
+mod secrets;
