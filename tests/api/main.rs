@@ -6,5 +6,6 @@ mod enrichment;
 mod helpers;
 mod ingest;
 mod metrics;
+mod operations;
 mod reload;
 mod secrets;
