@@ -336,10 +336,7 @@ mod tests {
         m.attempt("teams");
         m.delivery_outcome(
             "teams",
-            &Outcome::Delivered {
-                status: 200,
-                body: String::new(),
-            },
+            &Outcome::Delivered { status: 200 },
             now_ms() - 1500,
         );
         m.delivery_outcome("teams", &Outcome::Release, 0);

@@ -147,7 +147,8 @@ impl Deliverer {
             if claimed > 0 {
                 continue;
             }
-            let wait = match self.store.next_due().await {
+            let targets = (self.runtime)().settings.targets.keys().cloned().collect();
+            let wait = match self.store.next_due(targets).await {
                 Ok(Some(at)) => {
                     let ms = (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
                     // Due but held back (target paused or at its cap): re-check soon.
@@ -329,7 +330,6 @@ impl Deliverer {
                 tracing::info!(%host, status = status.unwrap_or(0), attempt, "delivered");
                 Outcome::Delivered {
                     status: status.unwrap_or(0),
-                    body,
                 }
             }
             Verdict::Permanent => {

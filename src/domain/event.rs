@@ -140,7 +140,14 @@ pub fn dedup_key(hook: &str, event: &WebhookEvent, body: &[u8]) -> String {
         }
     }
     let digest = h.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    // Hex by hand: this runs once per request, and `format!` per byte is 32 allocations.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 #[cfg(test)]

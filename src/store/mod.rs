@@ -32,11 +32,13 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("cannot create the store directory {path}")]
+    #[error("cannot create {path}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("another sekoia-relay process is serving the store {path}: one server per store file")]
+    Busy { path: PathBuf },
     #[error("store write failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store is shut down")]
@@ -73,13 +75,13 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: u32,
     pub age_from_ms: i64,
-    /// When the event was received (unix ms): delivery latency counts from here.
-    pub received_at_ms: i64,
     /// The alert's short id, for logs.
     pub short_id: Option<String>,
     pub event_json: String,
     /// The body rendered by an earlier attempt, re-sent as is on retries.
     pub body: Option<String>,
+    /// When the relay acknowledged the event (unix ms), for the receipt-to-delivery latency.
+    pub received_at_ms: i64,
 }
 
 /// What happened to a claimed delivery.
@@ -87,7 +89,6 @@ pub struct Claimed {
 pub enum Outcome {
     Delivered {
         status: u16,
-        body: String,
     },
     Retry {
         next_at_ms: i64,
@@ -125,7 +126,10 @@ enum Command {
         reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
     },
     Complete(i64, Outcome, oneshot::Sender<Result<(), StoreError>>),
-    NextDue(oneshot::Sender<Result<Option<i64>, StoreError>>),
+    NextDue(
+        Vec<String>,
+        oneshot::Sender<Result<Option<i64>, StoreError>>,
+    ),
     Depth(oneshot::Sender<Result<QueueDepth, StoreError>>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
     Prune {
@@ -183,20 +187,54 @@ pub(crate) fn connect(
     })
 }
 
+/// Take the server lock, waiting a little for a previous `Store` of this process to wind down.
+fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::CreateDir {
+            path: PathBuf::from(&lock_path),
+            source,
+        })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => {
+                return Err(StoreError::Busy {
+                    path: path.to_path_buf(),
+                })
+            }
+        }
+    }
+}
+
 impl Store {
     /// Open (or create) the store and start its writer thread. Deliveries left in flight by a
-    /// previous process (crash, kill -9) go back to pending: they were never confirmed.
+    /// previous process (crash, kill -9) are simply pending again: claims live in memory.
+    ///
+    /// One server per store file: claims are in memory, so a second server would send the same
+    /// rows. An exclusive lock on `<path>.lock` (released by the OS when the process dies, even
+    /// on kill -9) turns that mistake into a clear startup error. The CLI does not take it.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Store, StoreError> {
         // Short: a webhook must get its 503 (and retry) quickly rather than hang on a lock.
         let conn = connect(path, sync, Duration::from_secs(2))?;
-        conn.execute(
-            "UPDATE deliveries SET state = 'pending' WHERE state = 'inflight'",
-            [],
-        )?;
+        let lock = lock_exclusive(path)?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || {
+                writer::run(conn, rx);
+                // Held for the writer's whole life: released once the last handle is gone.
+                drop(lock);
+            })
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
@@ -244,9 +282,9 @@ impl Store {
         self.call(|r| Command::Complete(id, outcome, r)).await
     }
 
-    /// When the earliest pending delivery becomes due (unix ms), if any.
-    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.call(Command::NextDue).await
+    /// When the earliest pending delivery of `targets` becomes due (unix ms), if any.
+    pub async fn next_due(&self, targets: Vec<String>) -> Result<Option<i64>, StoreError> {
+        self.call(|r| Command::NextDue(targets, r)).await
     }
 
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
@@ -352,7 +390,7 @@ mod tests {
             store.claim("a", 10).await.unwrap().is_empty(),
             "not yet due"
         );
-        assert!(store.next_due().await.unwrap().is_some());
+        assert!(store.next_due(vec!["a".into()]).await.unwrap().is_some());
         let b = store.claim("b", 10).await.unwrap();
         store
             .complete(
@@ -368,6 +406,28 @@ mod tests {
             .unwrap();
         let depth = store.depth().await.unwrap();
         assert_eq!((depth.pending, depth.dead), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_second_server_on_the_same_file_is_refused() {
+        let (dir, _store) = open();
+        let err = Store::open(&dir.path().join("sub/relay.db"), SyncMode::Normal)
+            .err()
+            .expect("second open must fail");
+        assert!(
+            err.to_string().contains("one server per store file"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn released_rows_can_be_claimed_again() {
+        let (_dir, store) = open();
+        store.ingest(event("k1", &["a"])).await.unwrap();
+        let first = store.claim("a", 10).await.unwrap();
+        assert_eq!(store.depth().await.unwrap().inflight, 1);
+        store.complete(first[0].id, Outcome::Release).await.unwrap();
+        assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

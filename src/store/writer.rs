@@ -1,5 +1,7 @@
 //! The writer thread: drains the command channel and runs each batch in one transaction.
 
+use std::collections::HashSet;
+
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::mpsc;
 
@@ -11,10 +13,6 @@ enum Pending {
     Ingest(
         tokio::sync::oneshot::Sender<Result<Ingested, StoreError>>,
         Ingested,
-    ),
-    Claim(
-        tokio::sync::oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
-        Vec<Claimed>,
     ),
     Unit(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
     Count(
@@ -28,7 +26,6 @@ impl Pending {
         // A dropped receiver means the caller gave up (request cancelled): nothing to do.
         match self {
             Pending::Ingest(tx, v) => drop(tx.send(Ok(v))),
-            Pending::Claim(tx, v) => drop(tx.send(Ok(v))),
             Pending::Unit(tx) => drop(tx.send(Ok(()))),
             Pending::Count(tx, v) => drop(tx.send(Ok(v))),
         }
@@ -49,6 +46,10 @@ fn clone_error(err: &rusqlite::Error) -> rusqlite::Error {
 }
 
 pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    // Deliveries handed to this process's workers and not yet completed. Claims live in memory:
+    // only one server uses a store file (see `Store::open`), a crash forgets them (which is
+    // exactly "in flight work resumes at restart"), and a claim then costs no write or fsync.
+    let mut claimed: HashSet<i64> = HashSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -58,18 +59,48 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        // Read-only commands are answered outside the transaction.
+        // Read-only commands are answered outside the transaction. A claim that runs before
+        // this batch's completions commit still skips their rows: they are in `claimed`.
         let mut writes = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
             match cmd {
-                Command::NextDue(tx) => drop(tx.send(next_due(&conn).map_err(Into::into))),
-                Command::Depth(tx) => drop(tx.send(depth(&conn).map_err(Into::into))),
+                Command::Claim {
+                    target,
+                    limit,
+                    reply,
+                } => drop(reply.send(
+                    claim(&conn, &target, limit, now_ms(), &mut claimed).map_err(Into::into),
+                )),
+                Command::Complete(id, Outcome::Release, tx) => {
+                    claimed.remove(&id);
+                    drop(tx.send(Ok(())));
+                }
+                Command::NextDue(targets, tx) => {
+                    drop(tx.send(next_due(&conn, &targets).map_err(Into::into)))
+                }
+                Command::Depth(tx) => drop(
+                    tx.send(
+                        depth(&conn)
+                            .map(|d| QueueDepth {
+                                inflight: claimed.len() as u64,
+                                ..d
+                            })
+                            .map_err(Into::into),
+                    ),
+                ),
                 other => writes.push(other),
             }
         }
         if writes.is_empty() {
             continue;
         }
+        let completed: Vec<i64> = writes
+            .iter()
+            .filter_map(|c| match c {
+                Command::Complete(id, _, _) => Some(*id),
+                _ => None,
+            })
+            .collect();
         if let Err(err) = run_batch(&mut conn, &mut writes) {
             // Failures here are environmental (disk full, locked, I/O): every command of the
             // batch gets the error at once, so senders see a fast 503 and retry.
@@ -77,6 +108,11 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
             for cmd in writes.drain(..) {
                 reply_err(cmd, &err);
             }
+        }
+        // Committed or not, these rows are no longer held: if the outcome was not recorded the
+        // row is still pending in the file and will be sent again (at least once, never lost).
+        for id in completed {
+            claimed.remove(&id);
         }
     }
 }
@@ -88,7 +124,7 @@ fn reply_err(cmd: Command, err: &rusqlite::Error) {
         Command::Claim { reply, .. } => drop(reply.send(Err(e()))),
         Command::Complete(_, _, tx) | Command::Probe(tx) => drop(tx.send(Err(e()))),
         Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
-        Command::NextDue(tx) => drop(tx.send(Err(e()))),
+        Command::NextDue(_, tx) => drop(tx.send(Err(e()))),
         Command::Depth(tx) => drop(tx.send(Err(e()))),
     }
 }
@@ -106,7 +142,6 @@ fn run_batch(conn: &mut Connection, cmds: &mut Vec<Command>) -> Result<(), rusql
     for (cmd, result) in cmds.drain(..).zip(results) {
         let pending = match (cmd, result) {
             (Command::Ingest(_, tx), Applied::Ingest(v)) => Pending::Ingest(tx, v),
-            (Command::Claim { reply, .. }, Applied::Claim(v)) => Pending::Claim(reply, v),
             (Command::Complete(_, _, tx), Applied::Unit) | (Command::Probe(tx), Applied::Unit) => {
                 Pending::Unit(tx)
             }
@@ -122,7 +157,6 @@ fn run_batch(conn: &mut Connection, cmds: &mut Vec<Command>) -> Result<(), rusql
 
 enum Applied {
     Ingest(Ingested),
-    Claim(Vec<Claimed>),
     Unit,
     Count(usize),
 }
@@ -130,7 +164,6 @@ enum Applied {
 fn apply(tx: &Transaction<'_>, cmd: &Command, now: i64) -> Result<Applied, rusqlite::Error> {
     Ok(match cmd {
         Command::Ingest(ev, _) => Applied::Ingest(ingest(tx, ev, now)?),
-        Command::Claim { target, limit, .. } => Applied::Claim(claim(tx, target, *limit, now)?),
         Command::Complete(id, outcome, _) => {
             complete(tx, *id, outcome, now)?;
             Applied::Unit
@@ -143,8 +176,8 @@ fn apply(tx: &Transaction<'_>, cmd: &Command, now: i64) -> Result<Applied, rusql
             Applied::Unit
         }
         Command::Prune { older_than_ms, .. } => Applied::Count(prune(tx, *older_than_ms)?),
-        // Read-only commands never reach a transaction.
-        Command::NextDue(_) | Command::Depth(_) => Applied::Unit,
+        // Read-only commands (and releases) never reach a transaction.
+        Command::Claim { .. } | Command::NextDue(..) | Command::Depth(_) => Applied::Unit,
     })
 }
 
@@ -188,40 +221,45 @@ fn ingest(tx: &Transaction<'_>, ev: &NewEvent, now: i64) -> Result<Ingested, rus
 }
 
 fn claim(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     target: &str,
     limit: usize,
     now: i64,
+    claimed: &mut HashSet<i64>,
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body,
-                e.received_at, e.short_id
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at,
+                e.short_id
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
          ORDER BY d.next_at, d.id LIMIT ?3",
     )?;
-    let rows = stmt
-        .query_map(params![target, now, limit as i64], |r| {
-            Ok(Claimed {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                hook: r.get(2)?,
-                target: r.get(3)?,
-                attempts: r.get(4)?,
-                age_from_ms: r.get(5)?,
-                event_json: r.get(6)?,
-                body: r.get(7)?,
-                received_at_ms: r.get(8)?,
-                short_id: r.get(9)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut mark = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'inflight', updated_at = ?2 WHERE id = ?1",
-    )?;
-    for c in &rows {
-        mark.execute(params![c.id, now])?;
+    // Over-fetch by the number already held so that held rows cannot starve the others.
+    let fetch = limit.saturating_add(claimed.len());
+    let mut rows = Vec::with_capacity(limit);
+    let mut query = stmt.query(params![target, now, fetch as i64])?;
+    while let Some(r) = query.next()? {
+        if rows.len() >= limit {
+            break;
+        }
+        let id: i64 = r.get(0)?;
+        if claimed.contains(&id) {
+            continue;
+        }
+        rows.push(Claimed {
+            id,
+            event_id: r.get(1)?,
+            hook: r.get(2)?,
+            target: r.get(3)?,
+            attempts: r.get(4)?,
+            age_from_ms: r.get(5)?,
+            event_json: r.get(6)?,
+            body: r.get(7)?,
+            received_at_ms: r.get(8)?,
+            short_id: r.get(9)?,
+        });
     }
+    claimed.extend(rows.iter().map(|c| c.id));
     Ok(rows)
 }
 
@@ -232,12 +270,14 @@ fn complete(
     now: i64,
 ) -> Result<(), rusqlite::Error> {
     match outcome {
-        Outcome::Delivered { status, body } => tx
+        Outcome::Delivered { status } => tx
             .prepare_cached(
+                // The body is not kept once delivered: it is the bulk of the row, and only
+                // retries and dead letters need it.
                 "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, updated_at = ?2,
-                 last_status = ?3, last_error = NULL, response = NULL, body = ?4 WHERE id = ?1",
+                 last_status = ?3, last_error = NULL, response = NULL, body = NULL WHERE id = ?1",
             )?
-            .execute(params![id, now, status, body])?,
+            .execute(params![id, now, status])?,
         Outcome::Retry {
             next_at_ms,
             status,
@@ -268,11 +308,8 @@ fn complete(
                 "UPDATE deliveries SET state = 'skipped', updated_at = ?2, last_error = ?3 WHERE id = ?1",
             )?
             .execute(params![id, now, reason])?,
-        Outcome::Release => tx
-            .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE id = ?1 AND state = 'inflight'",
-            )?
-            .execute(params![id, now])?,
+        // Handled in memory by `run` (nothing to write).
+        Outcome::Release => 0,
     };
     Ok(())
 }
@@ -290,24 +327,32 @@ fn prune(tx: &Transaction<'_>, older_than_ms: i64) -> Result<usize, rusqlite::Er
     Ok(deliveries)
 }
 
-fn next_due(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    conn.prepare_cached("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'")?
-        .query_row([], |r| r.get(0))
+/// Earliest `next_at` among pending rows of `targets`: one index probe per target.
+fn next_due(conn: &Connection, targets: &[String]) -> Result<Option<i64>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending' AND target = ?1",
+    )?;
+    let mut earliest: Option<i64> = None;
+    for t in targets {
+        let at: Option<i64> = stmt.query_row(params![t], |r| r.get(0))?;
+        earliest = match (earliest, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
 }
 
 fn depth(conn: &Connection) -> Result<QueueDepth, rusqlite::Error> {
-    let mut d = QueueDepth::default();
-    let mut stmt =
-        conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE state IN ('pending', 'inflight', 'dead') GROUP BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (state, n) = row?;
-        let n = n.max(0) as u64;
-        match state.as_str() {
-            "pending" => d.pending = n,
-            "inflight" => d.inflight = n,
-            _ => d.dead = n,
-        }
-    }
-    Ok(d)
+    // Two counts, each served by its partial index.
+    let count = |sql: &str| -> Result<u64, rusqlite::Error> {
+        conn.prepare_cached(sql)?
+            .query_row([], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+    };
+    Ok(QueueDepth {
+        pending: count("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
+        inflight: 0,
+        dead: count("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
+    })
 }
