@@ -81,9 +81,11 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Command::Depth(tx) => drop(
                     tx.send(
                         depth(&conn)
+                            // Claimed rows are still 'pending' in the table: count them once.
                             .map(|d| QueueDepth {
+                                pending: d.pending.saturating_sub(claimed.len() as u64),
                                 inflight: claimed.len() as u64,
-                                ..d
+                                dead: d.dead,
                             })
                             .map_err(Into::into),
                     ),

@@ -41,8 +41,14 @@ async fn metrics_count_events_deliveries_enrichment_and_queue() {
     // The outcome is counted right after the send returns: give it a moment.
     let text = scrape_until(
         &app,
-        r#"sekoia_relay_deliveries_total{target="slack",outcome="delivered"}"#,
-        3.0,
+        &[
+            (
+                r#"sekoia_relay_deliveries_total{target="slack",outcome="delivered"}"#,
+                3.0,
+            ),
+            (r#"sekoia_relay_queue_deliveries{state="pending"}"#, 0.0),
+            (r#"sekoia_relay_queue_deliveries{state="inflight"}"#, 0.0),
+        ],
     )
     .await;
 
@@ -110,7 +116,14 @@ async fn retries_and_dead_letters_show_in_outcomes_and_queue_depth() {
     assert_eq!(app.post_event(&alert_event(1)).await.status(), 202);
     // max_attempts = 5 in the test config: the slack delivery is retried, then dead.
     wait_for(&app.chat, "/slack", 5, WAIT).await;
-    let text = scrape_until(&app, r#"sekoia_relay_queue_deliveries{state="dead"}"#, 2.0).await;
+    let text = scrape_until(
+        &app,
+        &[
+            (r#"sekoia_relay_queue_deliveries{state="dead"}"#, 2.0),
+            (r#"sekoia_relay_queue_deliveries{state="inflight"}"#, 0.0),
+        ],
+    )
+    .await;
     for (sample, want) in [
         (
             r#"sekoia_relay_deliveries_total{target="teams",outcome="dead"}"#,
@@ -155,8 +168,10 @@ async fn enrichment_failures_are_counted_as_unavailable() {
     wait_for(&app.chat, "/teams", 1, WAIT).await;
     let text = scrape_until(
         &app,
-        r#"sekoia_relay_enrichments_total{outcome="unavailable"}"#,
-        2.0,
+        &[(
+            r#"sekoia_relay_enrichments_total{outcome="unavailable"}"#,
+            2.0,
+        )],
     )
     .await;
     assert_eq!(
@@ -168,12 +183,14 @@ async fn enrichment_failures_are_counted_as_unavailable() {
     );
 }
 
-/// Scrape until `sample` reaches `want` (the counters move just after the mocks see a request).
-async fn scrape_until(app: &TestApp, sample: &str, want: f64) -> String {
+/// Scrape until every `(sample, value)` holds (counters move just after the mocks see a
+/// request, and the queue gauges once the outcome is recorded in the store).
+async fn scrape_until(app: &TestApp, want: &[(&str, f64)]) -> String {
     let start = std::time::Instant::now();
     loop {
         let text = app.scrape().await;
-        if metric(&text, sample) == Some(want) || start.elapsed() > WAIT {
+        let done = want.iter().all(|(s, v)| metric(&text, s) == Some(*v));
+        if done || start.elapsed() > WAIT {
             return text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
