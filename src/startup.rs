@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{HookSettings, Settings};
 use crate::delivery::{build_sender, Deliverer};
+use crate::metrics::Metrics;
+use crate::reload::ReloadHandle;
 use crate::render::{RenderError, Renderer};
 use crate::routes;
 use crate::routing::{Router, RoutingError};
@@ -23,10 +25,8 @@ use crate::store::{Store, StoreError};
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("templates: {0}")]
-    Render(#[from] RenderError),
-    #[error("routing: {0}")]
-    Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("SEKOIA.IO client: {0}")]
     Sekoia(#[from] SekoiaError),
     #[error("HTTP client: {0}")]
@@ -36,6 +36,15 @@ pub enum StartupError {
         addr: String,
         source: std::io::Error,
     },
+}
+
+/// What can be wrong with a config once it has loaded: its templates or its routing rules.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("templates: {0}")]
+    Render(#[from] RenderError),
+    #[error("routing: {0}")]
+    Routing(#[from] RoutingError),
 }
 
 /// A hook ready to serve: its settings and the targets its deliveries are created for.
@@ -55,7 +64,7 @@ pub struct Runtime {
 impl Runtime {
     /// Compile everything the config needs (templates included). Fails without side effects,
     /// so a bad reload leaves the running config in place.
-    pub fn build(settings: Settings) -> Result<Runtime, StartupError> {
+    pub fn build(settings: Settings) -> Result<Runtime, RuntimeError> {
         let renderer = Arc::new(Renderer::new(&settings)?);
         let router = Router::new(&settings)?;
         let hooks_by_id = settings
@@ -89,6 +98,7 @@ pub struct AppState {
     runtime: Arc<ArcSwap<Runtime>>,
     pub store: Store,
     pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -115,6 +125,7 @@ pub fn build_app(
         .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/metrics", web::get().to(routes::metrics::metrics))
         .default_service(web::to(routes::not_found))
 }
 
@@ -125,13 +136,16 @@ pub struct Application {
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,
     grace: Duration,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
 }
 
 impl Application {
     /// Open the store, compile templates, bind the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store = Store::open(&settings.resolve(&settings.store.path), settings.store.sync)?;
-        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?);
+        let metrics = Arc::new(Metrics::new());
+        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?.with_metrics(metrics.clone()));
         let sender = build_sender(&settings)?;
         let listen = settings.server.listen.clone();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
@@ -146,6 +160,7 @@ impl Application {
             sender,
             Arc::new(move || rt_for_delivery.load_full()),
             wake.clone(),
+            metrics.clone(),
         );
 
         let listener = TcpListener::bind(&listen).map_err(|source| StartupError::Bind {
@@ -156,7 +171,8 @@ impl Application {
         let state = web::Data::new(AppState {
             runtime: runtime.clone(),
             store: store.clone(),
-            wake,
+            wake: wake.clone(),
+            metrics: metrics.clone(),
         });
         let server = HttpServer::new(move || build_app(state.clone()))
             .listen(listener)
@@ -180,7 +196,20 @@ impl Application {
             store,
             runtime,
             grace,
+            metrics,
+            wake,
         })
+    }
+
+    /// What SIGHUP uses to swap in a new configuration; valid for the life of the process.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            runtime: self.runtime.clone(),
+            deliverer: self.deliverer.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+            lock: Default::default(),
+        }
     }
 
     pub fn port(&self) -> u16 {
