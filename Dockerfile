@@ -11,10 +11,14 @@
 # ---- build ------------------------------------------------------------------------------------
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# Only what the release binary is built from (see .dockerignore): templates are embedded.
+# Only what the release binary is built from (see .dockerignore): templates, the sample alerts
+# `check` renders and the Adaptive Card schema are embedded from templates/ and tests/fixtures/;
+# benches/ is named in Cargo.toml. .ci/run builds from exactly this context to catch omissions.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY templates ./templates
+COPY tests/fixtures ./tests/fixtures
+COPY benches ./benches
 # Cache mounts keep the crate registry and compiled dependencies between builds; the binary
 # is copied out because the target directory is not part of the image layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
