@@ -57,7 +57,7 @@ if [ "$kind" != nginx ]; then
   while :; do
     sleep 0.5
     delivered=$(wc -l < "$work/sink.log")
-    [ "$delivered" -ge "$acc" ] && break
+    [ "$delivered" -ge "$acc" ] && [ "$delivered" -ge "$(curl -s "http://127.0.0.1:$RPORT/metrics" | awk '/^sekoia_relay_events_received_total/ && /outcome="accepted"/ {n += $2} END {printf "%d", n}')" ] && break
     if [ "$delivered" = "$last" ]; then stall=$((stall+1)); [ $stall -ge 20 ] && break; else stall=0; fi
     last=$delivered
   done
@@ -65,10 +65,15 @@ if [ "$kind" != nginx ]; then
   r2=$(awk '/VmHWM/{printf "%.1f", $2/1024}' /proc/$cpid/status 2>/dev/null); rss=${r2:-$rss}
 fi
 e2e=$(python3 -c "print(round($delivered/($tend-$t0),1))")
+# The relay's own count of 202s (wrk does not count requests still in flight when it stops).
+relay_acc=$acc
+if [ -n "${cpid:-}" ]; then
+  relay_acc=$(curl -s "http://127.0.0.1:$RPORT/metrics" | awk '/^sekoia_relay_events_received_total/ && /outcome="accepted"/ {n += $2} END {printf "%d", n}')
+fi
 cpu_us=0
 if [ -n "${cpid:-}" ] && [ "$delivered" -gt 0 ]; then
   cpu1=$(awk '{print $14+$15}' /proc/$cpid/stat)
   cpu_us=$(python3 -c "import os; print(round(($cpu1-$cpu0)/os.sysconf('SC_CLK_TCK')/$delivered*1e6,1))")
 fi
-echo "$kind accepted_rps=$rps accepted=$acc non2xx=$non2xx p50=$p50 p99=$p99 delivered=$delivered e2e_rps=$e2e rss_mb=$rss idle_rss_mb=$idle_rss cpu_us_per_event=$cpu_us"
+echo "$kind accepted_rps=$rps accepted=$acc non2xx=$non2xx p50=$p50 p99=$p99 relay_accepted=$relay_acc delivered=$delivered e2e_rps=$e2e rss_mb=$rss idle_rss_mb=$idle_rss cpu_us_per_event=$cpu_us"
 if [ -n "${KEEP:-}" ]; then echo "workdir: $work"; fi
