@@ -17,15 +17,18 @@
 //!    dead letter.
 //!
 //! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
-//! stages and runs until a shutdown future resolves), [`telemetry`] (logs and redaction),
-//! [`cli`] (the command line of SPEC §2), [`commands`] (`check`, `render`, `send-test`: try
-//! templates and routing before SEKOIA.IO calls), [`routing`] (which targets an event reaches).
+//! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
+//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line of SPEC §2),
+//! [`commands`] (`check`, `render`, `send-test`: try templates and routing before SEKOIA.IO
+//! calls), [`routing`] (which targets an event reaches).
 
 pub mod cli;
 pub mod commands;
 pub mod configuration;
 pub mod delivery;
 pub mod domain;
+pub mod metrics;
+pub mod reload;
 pub mod render;
 pub mod routes;
 pub mod routing;

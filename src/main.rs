@@ -42,7 +42,14 @@ async fn run() -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
             telemetry::init(settings.server.log_format);
+            // Listen for SIGHUP before anything else: its default action kills the process,
+            // and a reload sent during startup must not do that.
+            #[cfg(unix)]
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?;
             let app = Application::build(settings).await.context("cannot start")?;
+            #[cfg(unix)]
+            tokio::spawn(reload_on_sighup(hangup, app.reload_handle(), path));
             app.run_until(shutdown_signal()).await?;
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
@@ -84,6 +91,21 @@ fn exit(ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Each SIGHUP reloads the config file the server was started with (see `reload`: a bad file
+/// is logged and the running config keeps serving).
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    handle: sekoia_relay::reload::ReloadHandle,
+    path: std::path::PathBuf,
+) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+        // The outcome is logged by reload() itself.
+        let _ = handle.reload(&path);
     }
 }
 

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{HookSettings, Settings};
 use crate::delivery::{build_sender, Deliverer};
+use crate::metrics::Metrics;
+use crate::reload::ReloadHandle;
 use crate::render::{RenderError, Renderer};
 use crate::routes;
 use crate::routing::{Router, RoutingError};
@@ -89,6 +91,7 @@ pub struct AppState {
     runtime: Arc<ArcSwap<Runtime>>,
     pub store: Store,
     pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ pub fn build_app(
         .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/metrics", web::get().to(routes::metrics::metrics))
         .default_service(web::to(routes::not_found))
 }
 
@@ -125,13 +129,16 @@ pub struct Application {
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,
     grace: Duration,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
 }
 
 impl Application {
     /// Open the store, compile templates, bind the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store = Store::open(&settings.resolve(&settings.store.path), settings.store.sync)?;
-        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?);
+        let metrics = Arc::new(Metrics::new());
+        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?.with_metrics(metrics.clone()));
         let sender = build_sender(&settings)?;
         let listen = settings.server.listen.clone();
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
@@ -146,6 +153,7 @@ impl Application {
             sender,
             Arc::new(move || rt_for_delivery.load_full()),
             wake.clone(),
+            metrics.clone(),
         );
 
         let listener = TcpListener::bind(&listen).map_err(|source| StartupError::Bind {
@@ -156,7 +164,8 @@ impl Application {
         let state = web::Data::new(AppState {
             runtime: runtime.clone(),
             store: store.clone(),
-            wake,
+            wake: wake.clone(),
+            metrics: metrics.clone(),
         });
         let server = HttpServer::new(move || build_app(state.clone()))
             .listen(listener)
@@ -180,7 +189,20 @@ impl Application {
             store,
             runtime,
             grace,
+            metrics,
+            wake,
         })
+    }
+
+    /// What SIGHUP uses to swap in a new configuration; valid for the life of the process.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            runtime: self.runtime.clone(),
+            deliverer: self.deliverer.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+            lock: Default::default(),
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::configuration::{Settings, TargetSettings};
 use crate::domain::WebhookEvent;
+use crate::metrics::Metrics;
 use crate::render::RenderInput;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
@@ -92,6 +93,7 @@ pub struct Deliverer {
     targets: Mutex<HashMap<String, Arc<TargetState>>>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Deliverer {
@@ -101,6 +103,7 @@ impl Deliverer {
         sender: Sender,
         runtime: Arc<dyn Fn() -> Arc<Runtime> + Send + Sync>,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let concurrency = runtime().settings.delivery.concurrency;
         Arc::new(Self {
@@ -111,6 +114,7 @@ impl Deliverer {
             targets: Mutex::new(HashMap::new()),
             wake,
             slots: Arc::new(Semaphore::new(concurrency)),
+            metrics,
         })
     }
 
@@ -216,11 +220,12 @@ impl Deliverer {
                 let this = self.clone();
                 let state = state.clone();
                 let shutdown = shutdown.clone();
-                let span = tracing::info_span!("delivery", event_id = %row.event_id, hook = %row.hook, target = %row.target);
+                let span = tracing::info_span!("delivery", event_id = %row.event_id, hook = %row.hook, alert = row.short_id.as_deref().unwrap_or("-"), target = %row.target);
                 tasks.spawn(
                     async move {
-                        let id = row.id;
+                        let (id, target, received_at) = (row.id, row.target.clone(), row.received_at_ms);
                         let outcome = this.process(row, &state, &shutdown).await;
+                        this.metrics.delivery_outcome(&target, &outcome, received_at);
                         if let Err(e) = this.store.complete(id, outcome).await {
                             tracing::error!(error = %e, "cannot record delivery outcome; it will be retried");
                         }
@@ -294,6 +299,7 @@ impl Deliverer {
 
         let attempt = row.attempts + 1;
         let host = target.safe_host();
+        self.metrics.attempt(&row.target);
         let result = self.sender.send(target, &body).await;
         let (status, verdict, retry_after, response, error) = match result {
             Ok(r) => {

@@ -14,7 +14,8 @@ use serde_json::json;
 
 use super::ApiError;
 use crate::domain::event::{dedup_key, EventError, WebhookEvent};
-use crate::startup::AppState;
+use crate::metrics::{EventOutcome, UNKNOWN_HOOK};
+use crate::startup::{AppState, HookEntry, Runtime};
 use crate::store::{Ingested, NewEvent};
 use crate::telemetry::hook_id_prefix;
 
@@ -31,9 +32,29 @@ pub async fn receive(
     let runtime = state.runtime();
     let Some(hook) = runtime.hook_by_id(&hook_id) else {
         tracing::info!(hook_id = %hook_id_prefix(&hook_id), "post to an unknown hook");
+        state
+            .metrics
+            .event_received(UNKNOWN_HOOK, EventOutcome::Rejected4xx);
         return Err(ApiError::UnknownHook);
     };
+    let result = accept(&req, payload, &state, &runtime, hook).await;
+    let outcome = match &result {
+        Ok((outcome, _)) => *outcome,
+        Err(ApiError::Unavailable) => EventOutcome::StoreError,
+        Err(_) => EventOutcome::Rejected4xx,
+    };
+    state.metrics.event_received(&hook.settings.name, outcome);
+    result.map(|(_, response)| response)
+}
 
+/// Everything after the hook lookup, with the outcome for the metrics.
+async fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    runtime: &Runtime,
+    hook: &HookEntry,
+) -> Result<(EventOutcome, HttpResponse), ApiError> {
     if !hook.settings.allow_from.is_empty() {
         let peer = req.peer_addr().map(|a| a.ip());
         let forwarded = req
@@ -57,7 +78,7 @@ pub async fn receive(
     }
 
     let max = runtime.settings.server.max_body_bytes;
-    let body = read_body(&req, payload, max).await?;
+    let body = read_body(req, payload, max).await?;
 
     let event = WebhookEvent::parse(&body).map_err(|e| match e {
         EventError::NotJson(m) => ApiError::BadRequest(format!("body is not valid JSON: {m}")),
@@ -71,7 +92,10 @@ pub async fn receive(
         || (!s.actions.is_empty() && !s.actions.contains(&event.action))
     {
         tracing::debug!(hook = %s.name, r#type = %event.kind, action = %event.action, "event filtered by the hook");
-        return Ok(HttpResponse::Ok().json(json!({ "status": "filtered" })));
+        return Ok((
+            EventOutcome::Filtered,
+            HttpResponse::Ok().json(json!({ "status": "filtered" })),
+        ));
     }
 
     let new = NewEvent {
@@ -90,14 +114,18 @@ pub async fn receive(
         Ok(Ingested::Accepted { event_id }) => {
             tracing::info!(hook = %s.name, %event_id, short_id = event.short_id.as_deref().unwrap_or("-"), r#type = %event.kind, action = %event.action, "event accepted");
             state.wake.notify_one();
-            Ok(
+            Ok((
+                EventOutcome::Accepted,
                 HttpResponse::Accepted()
                     .json(json!({ "status": "accepted", "event_id": event_id })),
-            )
+            ))
         }
         Ok(Ingested::Duplicate { event_id }) => {
             tracing::info!(hook = %s.name, %event_id, "duplicate event ignored");
-            Ok(HttpResponse::Ok().json(json!({ "status": "duplicate", "event_id": event_id })))
+            Ok((
+                EventOutcome::Duplicate,
+                HttpResponse::Ok().json(json!({ "status": "duplicate", "event_id": event_id })),
+            ))
         }
         Err(e) => {
             tracing::error!(hook = %s.name, error = %e, "cannot persist event: answering 503");

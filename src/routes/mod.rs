@@ -1,7 +1,8 @@
-//! The HTTP surface of SPEC §4: `POST /hooks/{id}`, `/healthz`, `/readyz`.
+//! The HTTP surface of SPEC §4: `POST /hooks/{id}`, `/healthz`, `/readyz`, `/metrics`.
 
 pub mod health;
 pub mod hooks;
+pub mod metrics;
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde_json::json;

@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::configuration::SekoiaSettings;
 use crate::domain::event::WebhookEvent;
+use crate::metrics::{EnrichmentOutcome, Metrics};
 use crate::telemetry::redact_url;
 
 pub(crate) use policy::RetryTuning;
@@ -92,6 +93,7 @@ pub struct AlertClient {
     limiter: Option<DefaultDirectRateLimiter>,
     deadline: Duration,
     tuning: RetryTuning,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for AlertClient {
@@ -159,15 +161,37 @@ impl AlertClient {
             limiter,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
             tuning,
+            metrics: None,
         })
+    }
+
+    /// Count outcomes and time every [`AlertClient::enrich`] call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> AlertClient {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fetch the alert behind `event`, or say why not.
     ///
     /// Never fails: every failure becomes [`Enrichment::Unavailable`] so the alert still goes
     /// out. May take up to `enrich_deadline_secs` (plus a request timeout and rate-limit waits)
-    /// while the API fails transiently.
+    /// while the API fails transiently. Counted per call, i.e. per message prepared, so the
+    /// metrics say how many messages went out without details.
     pub async fn enrich(&self, creds: &Credentials, event: &WebhookEvent) -> Enrichment {
+        let start = Instant::now();
+        let outcome = self.enrich_uncounted(creds, event).await;
+        if let Some(m) = &self.metrics {
+            let kind = match &outcome {
+                Enrichment::Enriched(_) => EnrichmentOutcome::Enriched,
+                Enrichment::Unavailable(_) => EnrichmentOutcome::Unavailable,
+                Enrichment::NotApplicable => EnrichmentOutcome::NotApplicable,
+            };
+            m.enrichment(kind, start.elapsed());
+        }
+        outcome
+    }
+
+    async fn enrich_uncounted(&self, creds: &Credentials, event: &WebhookEvent) -> Enrichment {
         if !event.is_alert() || event.action == "deleted" {
             return Enrichment::NotApplicable;
         }

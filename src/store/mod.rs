@@ -75,6 +75,8 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: u32,
     pub age_from_ms: i64,
+    /// The alert's short id, for logs.
+    pub short_id: Option<String>,
     pub event_json: String,
     /// The body rendered by an earlier attempt, re-sent as is on retries.
     pub body: Option<String>,

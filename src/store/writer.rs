@@ -81,9 +81,11 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Command::Depth(tx) => drop(
                     tx.send(
                         depth(&conn)
+                            // Claimed rows are still 'pending' in the table: count them once.
                             .map(|d| QueueDepth {
+                                pending: d.pending.saturating_sub(claimed.len() as u64),
                                 inflight: claimed.len() as u64,
-                                ..d
+                                dead: d.dead,
                             })
                             .map_err(Into::into),
                     ),
@@ -228,7 +230,8 @@ fn claim(
     claimed: &mut HashSet<i64>,
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at
+        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at,
+                e.short_id
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
          ORDER BY d.next_at, d.id LIMIT ?3",
@@ -255,6 +258,7 @@ fn claim(
             event_json: r.get(6)?,
             body: r.get(7)?,
             received_at_ms: r.get(8)?,
+            short_id: r.get(9)?,
         });
     }
     claimed.extend(rows.iter().map(|c| c.id));

@@ -89,6 +89,8 @@ pub struct TestApp {
     pub chat: MockServer,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// SIGHUP's entry point, for in-process reload tests.
+    pub reload: sekoia_relay::reload::ReloadHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -119,6 +121,7 @@ impl TestApp {
         let settings = configuration::load(&config_path).expect("test config is valid");
         let app = Application::build(settings).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let reload = app.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -130,6 +133,7 @@ impl TestApp {
             chat,
             dir,
             config_path,
+            reload,
             stop: Some(tx),
             task: Some(task),
         }
@@ -158,6 +162,18 @@ impl TestApp {
             req = req.header("Content-Type", ct);
         }
         req.send().await.expect("post reaches the relay")
+    }
+
+    /// The `GET /metrics` text.
+    pub async fn scrape(&self) -> String {
+        let res = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("scrape reaches the relay");
+        assert_eq!(res.status().as_u16(), 200);
+        res.text().await.expect("metrics text")
     }
 
     /// Graceful stop (what SIGTERM does); returns the mocks and the store for a restart.
@@ -253,5 +269,117 @@ impl wiremock::Respond for Timed {
     fn respond(&self, _: &Request) -> wiremock::ResponseTemplate {
         self.times.lock().unwrap().push(Instant::now());
         self.response.clone()
+    }
+}
+
+/// The value of one sample (`name{labels}`, exactly as exposed) in a `/metrics` text.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The real binary as a child process, with everything it prints on stdout and stderr kept
+/// for assertions (logs, console messages).
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelayProcess {
+    /// Start `serve` on `config` with extra environment variables; wait for the "listening"
+    /// JSON log line (the config must use `log_format = "json"`) to learn the port.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> RelayProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sekoia-relay"));
+        cmd.arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the relay binary");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Some(port) = v["port"].as_u64() {
+                        let _ = tx.send(port);
+                    }
+                }
+                out.lock().unwrap().push(line);
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the relay logs its port");
+        RelayProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            output,
+        }
+    }
+
+    /// Everything printed so far, one entry per line.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Wait until a printed line contains `needle` (up to `within`); true if one did.
+    pub async fn wait_for_output(&self, needle: &str, within: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.output().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// SIGTERM and wait for the exit; returns everything printed.
+    pub async fn stop(mut self) -> Vec<String> {
+        self.signal("TERM");
+        let start = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The reader threads finish once the pipes close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.output()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a server running.
+        let _ = self.child.kill();
     }
 }

@@ -6,4 +6,8 @@ mod durability;
 mod enrichment;
 mod helpers;
 mod ingest;
+mod metrics;
+mod operations;
+mod reload;
 mod routing;
+mod secrets;
