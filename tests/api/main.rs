@@ -4,6 +4,7 @@ mod cli;
 mod delivery;
 mod durability;
 mod enrichment;
+mod faults;
 mod helpers;
 mod ingest;
 mod metrics;
