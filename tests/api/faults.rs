@@ -513,7 +513,7 @@ async fn alert_api_flapping_delivers_enriched() {
         let mut seen = seen.lock().unwrap();
         let n = seen.entry(req.url.path().to_string()).or_default();
         *n += 1;
-        if *n % 2 == 1 {
+        if !n.is_multiple_of(2) {
             ResponseTemplate::new(500).set_body_string("flap")
         } else {
             ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json")

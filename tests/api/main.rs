@@ -1,5 +1,6 @@
 //! Integration tests: the real server on port 0, wiremock for SEKOIA.IO and the chat tools.
 
+mod access;
 mod cli;
 mod crashes;
 mod delivery;
@@ -7,6 +8,7 @@ mod durability;
 mod enrichment;
 mod faults;
 mod helpers;
+mod hostile;
 mod ingest;
 mod metrics;
 mod operations;
