@@ -443,6 +443,7 @@ async fn a_429_storm_on_one_target_does_not_hold_back_the_other() {
 /// Alert API faults: each test posts events to both targets with a misbehaving API and checks
 /// that everything is delivered, enriched or not as the fault allows.
 async fn with_alert_api(
+    fault: &str,
     api: impl FnOnce(&MockServer) -> Mock,
     events: usize,
 ) -> (Vec<Value>, Vec<Value>, usize) {
@@ -476,7 +477,7 @@ async fn with_alert_api(
         .await
         .unwrap_or_default()
         .len();
-    println!("a: {ta}; b: {tb}; Alert API calls: {api_calls}");
+    println!("Alert API {fault}: a: {ta}; b: {tb}; Alert API calls: {api_calls}");
     (bodies("/a").await, bodies("/b").await, api_calls)
 }
 
@@ -488,6 +489,7 @@ fn alert_mock() -> wiremock::MockBuilder {
 async fn alert_api_slower_than_its_timeout_delivers_unenriched() {
     // timeout_secs = 1, enrich_deadline_secs = 2: every call times out until the deadline.
     let (a, b, calls) = with_alert_api(
+        "slower than its timeout",
         |_| {
             alert_mock().respond_with(
                 ResponseTemplate::new(200)
@@ -519,7 +521,8 @@ async fn alert_api_flapping_delivers_enriched() {
             ResponseTemplate::new(200).set_body_raw(fixture("alert.json"), "application/json")
         }
     };
-    let (a, b, calls) = with_alert_api(|_| alert_mock().respond_with(responder), 10).await;
+    let (a, b, calls) =
+        with_alert_api("flapping", |_| alert_mock().respond_with(responder), 10).await;
     for body in a.iter().chain(&b) {
         assert_eq!(body["enriched"], true, "{body}");
     }
@@ -532,6 +535,7 @@ async fn alert_api_flapping_delivers_enriched() {
 #[tokio::test]
 async fn alert_api_down_past_the_deadline_delivers_unenriched() {
     let (a, b, calls) = with_alert_api(
+        "down past the deadline",
         |_| alert_mock().respond_with(ResponseTemplate::new(503).set_body_string("down")),
         10,
     )
