@@ -21,6 +21,7 @@ use crate::startup::{Runtime, RuntimeError};
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Templates or routing expressions that do not compile.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }

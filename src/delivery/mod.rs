@@ -34,6 +34,10 @@ pub use sender::Sender;
 /// from another process waits before this server sees it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// Longest wait between two tries at recording an outcome the store refused (see `record`):
+/// bounds how long after space returns a held delivery is finished.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Per-target pacing and bookkeeping that outlives a config reload.
 struct TargetState {
     limiter: Option<DefaultDirectRateLimiter>,
@@ -223,12 +227,12 @@ impl Deliverer {
                 let span = tracing::info_span!("delivery", event_id = %row.event_id, hook = %row.hook, alert = row.short_id.as_deref().unwrap_or("-"), target = %row.target);
                 tasks.spawn(
                     async move {
-                        let (id, target, received_at) = (row.id, row.target.clone(), row.received_at_ms);
+                        let (id, target, received_at) =
+                            (row.id, row.target.clone(), row.received_at_ms);
                         let outcome = this.process(row, &state, &shutdown).await;
-                        this.metrics.delivery_outcome(&target, &outcome, received_at);
-                        if let Err(e) = this.store.complete(id, outcome).await {
-                            tracing::error!(error = %e, "cannot record delivery outcome; it will be retried");
-                        }
+                        this.metrics
+                            .delivery_outcome(&target, &outcome, received_at);
+                        this.record(id, outcome, &shutdown).await;
                         state.inflight.fetch_sub(1, Ordering::AcqRel);
                         drop(permit);
                         this.wake.notify_one();
@@ -238,6 +242,37 @@ impl Deliverer {
             }
         }
         claimed
+    }
+
+    /// Record a delivery's outcome, retrying while the store cannot write (disk full, locked).
+    ///
+    /// Rule: the row stays claimed until its outcome is recorded, and only the *recording* is
+    /// retried, with a doubling wait up to [`RECORD_RETRY_MAX`]. Reason: a row released after a
+    /// failed write is due again at once, so a full disk turned every due delivery into a hot
+    /// loop of re-sends (thousands of duplicate messages a second to the chat tool). Holding
+    /// the row also holds its delivery slot, so a store that cannot write stops new sends
+    /// instead of multiplying them. If the process stops first, the claim dies with it and the
+    /// row is sent again at the next start: at least once, never lost.
+    async fn record(&self, id: i64, outcome: Outcome, shutdown: &CancellationToken) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.complete(id, outcome.clone()).await {
+                Ok(()) => return,
+                Err(e) => tracing::error!(
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot record the delivery outcome; retrying the record, not the send"
+                ),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {
+                    tracing::warn!("stopping with a delivery outcome not recorded: it is sent again at the next start");
+                    return;
+                }
+            }
+            wait = (wait * 2).min(RECORD_RETRY_MAX);
+        }
     }
 
     async fn process(

@@ -431,6 +431,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_row_whose_outcome_cannot_be_recorded_stays_claimed() {
+        let (dir, store) = open();
+        store.ingest(event("k1", &["a"])).await.unwrap();
+        let first = store.claim("a", 10).await.unwrap();
+        // Another connection holds the write lock past the busy timeout: the record fails.
+        let conn = rusqlite::Connection::open(dir.path().join("sub/relay.db")).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let outcome = Outcome::Delivered { status: 200 };
+        assert!(store.complete(first[0].id, outcome.clone()).await.is_err());
+        assert!(
+            store.claim("a", 10).await.unwrap().is_empty(),
+            "released on a failed write: it would be sent again at once"
+        );
+        conn.execute_batch("ROLLBACK").unwrap();
+        store.complete(first[0].id, outcome).await.unwrap();
+        let depth = store.depth().await.unwrap();
+        assert_eq!((depth.pending, depth.inflight), (0, 0));
+    }
+
+    #[tokio::test]
     async fn inflight_rows_return_to_pending_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.db");

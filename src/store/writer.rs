@@ -103,18 +103,25 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 _ => None,
             })
             .collect();
-        if let Err(err) = run_batch(&mut conn, &mut writes) {
-            // Failures here are environmental (disk full, locked, I/O): every command of the
-            // batch gets the error at once, so senders see a fast 503 and retry.
-            tracing::error!(error = %err, batch = writes.len(), "store transaction failed");
-            for cmd in writes.drain(..) {
-                reply_err(cmd, &err);
+        match run_batch(&mut conn, &mut writes) {
+            // Recorded: these rows are no longer held.
+            Ok(()) => {
+                for id in completed {
+                    claimed.remove(&id);
+                }
             }
-        }
-        // Committed or not, these rows are no longer held: if the outcome was not recorded the
-        // row is still pending in the file and will be sent again (at least once, never lost).
-        for id in completed {
-            claimed.remove(&id);
+            Err(err) => {
+                // Failures here are environmental (disk full, locked, I/O): every command of
+                // the batch gets the error at once, so senders see a fast 503 and retry. Rows
+                // whose outcome was not recorded stay claimed: their task retries the record
+                // (releasing them made each due row a hot loop of re-sends while the disk was
+                // full). If the process dies first, the claim dies with it and the row, still
+                // pending in the file, is sent again at the next start: never lost.
+                tracing::error!(error = %err, batch = writes.len(), "store transaction failed");
+                for cmd in writes.drain(..) {
+                    reply_err(cmd, &err);
+                }
+            }
         }
     }
 }

@@ -116,8 +116,18 @@ impl TestApp {
         routing: &str,
     ) -> TestApp {
         let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), routing);
+        Self::start_text(sekoia, chat, dir, &text).await
+    }
+
+    /// Start a relay on existing mocks and store directory with a complete config `text`.
+    pub async fn start_text(
+        sekoia: MockServer,
+        chat: MockServer,
+        dir: tempfile::TempDir,
+        text: &str,
+    ) -> TestApp {
         let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, &text).expect("write config");
+        std::fs::write(&config_path, text).expect("write config");
         let settings = configuration::load(&config_path).expect("test config is valid");
         let app = Application::build(settings).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
