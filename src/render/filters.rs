@@ -11,6 +11,7 @@
 //! | `urgency_color` / `urgency_color("slack")` | `{{ alert.urgency\|urgency_color }}` | Teams colour name or `#RRGGBB` |
 //! | `urgency_emoji` | `{{ alert.urgency\|urgency_emoji }}` | 🔴 🟠 🟡 🟢 |
 //! | `format_time` | `{{ alert.created_at\|format_time }}` | Unix seconds → `YYYY-MM-DD HH:MM:SS UTC` |
+//! | `changes_text` | `{{ event.attributes.updated\|changes_text }}` | `status: Ongoing, urgency: 20` |
 //!
 //! Filters that depend on the target kind read `target.kind` from the template context, so
 //! one environment serves every target; an explicit kind argument overrides it.
@@ -31,6 +32,14 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("urgency_color", urgency_color);
     env.add_filter("urgency_emoji", urgency_emoji);
     env.add_filter("format_time", format_time);
+    env.add_filter("changes_text", changes_text);
+}
+
+/// `event.attributes.updated` as one line (see [`text::describe_changes`]); `""` when absent.
+fn changes_text(value: Value) -> String {
+    serde_json::to_value(&value)
+        .map(|v| text::describe_changes(&v))
+        .unwrap_or_default()
 }
 
 /// Parse a kind name as written in config and in `target.kind`.

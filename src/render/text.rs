@@ -294,3 +294,68 @@ mod tests {
         assert_eq!(encode_path_segment("../a?b"), "..%2Fa%3Fb");
     }
 }
+
+/// What an "updated" event says changed, as one short line: `status: Ongoing, urgency: 20`.
+///
+/// Rule: read `event.attributes.updated`; `status_name` is shown as `status` (and the status
+/// uuid beside it is dropped), `dynamic_urgency_value` as `urgency`; other scalar fields are
+/// shown as `key: value` in key order, except ids (keys ending in `uuid`); nested values are
+/// shown as `key changed`. Reason: an update notification is only useful to someone on call if
+/// it says what moved, and SEKOIA.IO puts exactly that in `updated`, even when the Alert API
+/// cannot be reached.
+pub fn describe_changes(updated: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Some(map) = updated.as_object() else {
+        return String::new();
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut parts = Vec::new();
+    if let Some(status) = map.get("status_name").and_then(scalar) {
+        parts.push(format!("status: {status}"));
+    }
+    if let Some(urgency) = map.get("dynamic_urgency_value").and_then(scalar) {
+        parts.push(format!("urgency: {urgency}"));
+    }
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    for key in keys {
+        let shown_above = matches!(key.as_str(), "status_name" | "dynamic_urgency_value")
+            || (key == "status" && map.contains_key("status_name"));
+        if shown_above || key.ends_with("uuid") {
+            continue;
+        }
+        match map.get(key).and_then(scalar) {
+            Some(v) => parts.push(format!("{key}: {v}")),
+            None if map.get(key).is_some_and(|v| !v.is_null()) => {
+                parts.push(format!("{key} changed"))
+            }
+            None => {}
+        }
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod changes_tests {
+    use super::describe_changes;
+    use serde_json::json;
+
+    #[test]
+    fn status_and_urgency_changes_are_named() {
+        let u = json!({"status": "1f2f88d5-ff5b-48bf-bbbc-00c2fff82d9f", "status_name": "Ongoing"});
+        assert_eq!(describe_changes(&u), "status: Ongoing");
+        assert_eq!(
+            describe_changes(&json!({"dynamic_urgency_value": 20})),
+            "urgency: 20"
+        );
+        let u = json!({"title": "New title", "assets": ["a"], "entity_uuid": "x", "z": null});
+        assert_eq!(describe_changes(&u), "assets changed, title: New title");
+        assert_eq!(describe_changes(&json!("nope")), "");
+        assert_eq!(describe_changes(&json!({})), "");
+    }
+}

@@ -52,7 +52,17 @@ async fn same_event_again_is_a_duplicate_and_not_resent() {
         2,
         "one message per accepted event"
     );
-    assert_eq!(received(&app.chat, "/slack").await.len(), 2);
+    let slack = received(&app.chat, "/slack").await;
+    assert_eq!(slack.len(), 2);
+    // The update says what changed, from the event's `attributes.updated`.
+    assert!(
+        slack.iter().any(|r| body_json(r)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Alert updated (status: Ongoing)")),
+        "{:?}",
+        slack.iter().map(body_json).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
