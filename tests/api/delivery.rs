@@ -355,3 +355,56 @@ targets = ["a", "b"]
         assert_eq!(ids.len(), 300, "{target}: every event");
     }
 }
+
+#[tokio::test]
+async fn a_delivery_older_than_max_age_becomes_a_dead_letter() {
+    let sekoia = wiremock::MockServer::start().await;
+    let chat = wiremock::MockServer::start().await;
+    mount_alert(&sekoia).await;
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&chat)
+        .await;
+    Mock::given(path("/slack"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&chat)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Plenty of attempts, but only one second of age: age is what ends the retries.
+    let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), DEFAULT_ROUTING)
+        .replace("max_attempts = 5", "max_attempts = 1000\nmax_age_secs = 1");
+    let app = TestApp::start_text(sekoia, chat, dir, &text).await;
+
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let out = app.cli(&["dead-letters", "list"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("teams") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.contains("teams"),
+        "the old delivery is a dead letter: {text}"
+    );
+    let attempts = received(&app.chat, "/teams").await.len();
+    assert!(
+        attempts > 1 && attempts < 1000,
+        "retried until max age, then stopped: {attempts}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        received(&app.chat, "/teams").await.len(),
+        attempts,
+        "no attempt after it died"
+    );
+    app.chat.verify().await;
+}
