@@ -339,8 +339,13 @@ impl Deliverer {
         let (status, verdict, retry_after, response, error) = match result {
             Ok(r) => {
                 let verdict = policy::classify(target.kind, r.status, &r.body);
-                let error = match verdict {
-                    Verdict::Delivered => String::new(),
+                let error = match (verdict, policy::teams_embedded_error(&r.body)) {
+                    (Verdict::Delivered, _) => String::new(),
+                    // A 2xx that is a failure: say which error the body carried.
+                    (_, Some(code)) if (200..300).contains(&r.status) => format!(
+                        "HTTP {} with the Teams connector error text \"HTTP error {code}\"",
+                        r.status
+                    ),
                     _ => format!("HTTP {}", r.status),
                 };
                 let retry_after = if matches!(r.status, 429 | 503) {

@@ -408,3 +408,61 @@ async fn a_delivery_older_than_max_age_becomes_a_dead_letter() {
     );
     app.chat.verify().await;
 }
+
+#[tokio::test]
+async fn a_teams_2xx_carrying_a_connector_error_is_that_error() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    // Throttled in a 200 (the retired connector's way): retried, then delivered.
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0",
+        ))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&app.chat)
+        .await;
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+    // Too large in a 200: permanent, a dead letter that says why.
+    Mock::given(path("/slack"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&app.chat)
+        .await;
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    wait_for(&app.chat, "/teams", 2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.chat.verify().await;
+
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    Mock::given(path("/teams"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("Microsoft Teams endpoint returned HTTP error 413"),
+        )
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+    mount_chat_ok(&app.chat).await;
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    wait_for(&app.chat, "/teams", 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = String::from_utf8_lossy(&app.cli(&["dead-letters", "list"]).stdout).to_string();
+    assert!(list.contains("HTTP error 413"), "{list}");
+    app.chat.verify().await;
+}
