@@ -456,3 +456,62 @@ fn help_has_examples() {
         assert!(stdout(&out).contains("Example"), "{cmd}: {}", stdout(&out));
     }
 }
+
+#[test]
+fn urls_prints_each_hook_under_the_public_url() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[server]
+public_url = "https://abc123.ngrok-free.app/"
+[targets.console]
+kind = "console"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["console"]
+[[hooks]]
+name = "cert"
+id = "0b0f8f0e-5b1c-4c5e-9a55-1f7a2f2d9c11"
+targets = ["console"]
+"#,
+    );
+    let out = run(&config, &["urls"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "soc\thttps://abc123.ngrok-free.app/hooks/67a7472b-b43c-415d-b1ce-c135fb1dfb0e\n\
+         cert\thttps://abc123.ngrok-free.app/hooks/0b0f8f0e-5b1c-4c5e-9a55-1f7a2f2d9c11\n"
+    );
+}
+
+#[test]
+fn config_comes_from_the_environment_and_relative_paths_from_its_directory() {
+    let ws = Workspace::new();
+    let dir = ws.dir.path().join("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        "[store]\npath = \"state/relay.db\"\n[targets.console]\nkind = \"console\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"console\"]\n",
+    )
+    .unwrap();
+    // No --config, and a working directory elsewhere: $SEKOIA_RELAY_CONFIG names the file and
+    // `store.path` is relative to the file's directory, not to the working directory.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+        .args(["dead-letters", "list"])
+        .env("SEKOIA_RELAY_CONFIG", &config)
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.join("state/relay.db").exists(),
+        "store created beside the config file"
+    );
+    assert!(!ws.dir.path().join("state").exists());
+}
