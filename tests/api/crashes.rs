@@ -25,18 +25,6 @@ fn write_config(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Wait for the child to exit (up to `within`).
-async fn wait_exit(relay: &mut RelayProcess, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = relay.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < within, "the relay did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Start a relay on the same store, wait until both targets have every acked event and the
 /// queue is empty, stop it.
 async fn drain_and_count(
@@ -147,7 +135,7 @@ async fn sigterm_during_load_exits_0_and_loses_nothing_acked() {
     ));
     wait_count(&answered, BURST / 3, WAIT).await;
     relay.signal("TERM");
-    let status = wait_exit(&mut relay, WAIT).await;
+    let status = relay.wait_exit(WAIT).await;
     let burst = task.await.unwrap();
     let delivered_before = (a.delivered().len(), b.delivered().len());
     assert!(status.success(), "SIGTERM exits 0: {status:?}");

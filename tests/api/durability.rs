@@ -2,8 +2,6 @@
 //! These tests run the real binary as a child process.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use wiremock::matchers::path;
@@ -20,42 +18,6 @@ name = "soc"
 id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
 targets = ["soar"]
 "#;
-
-struct Relay {
-    child: Child,
-    address: String,
-}
-
-/// Start the binary on `config` and wait for its "listening" log line to learn the port.
-fn start_relay(config: &std::path::Path) -> Relay {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the relay binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(port) = v["port"].as_u64() {
-                    let _ = tx.send(port);
-                }
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the relay logs its port");
-    Relay {
-        child,
-        address: format!("http://127.0.0.1:{port}/hooks/{HOOK_ID}"),
-    }
-}
 
 fn write_config(
     sekoia: &MockServer,
@@ -80,11 +42,11 @@ async fn acknowledged_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&sekoia, &chat, dir.path());
 
-    let mut relay = start_relay(&config);
+    let mut relay = RelayProcess::start(&config, &[]);
     let client = reqwest::Client::new();
     for n in 0..50 {
         let res = client
-            .post(&relay.address)
+            .post(relay.hook_url())
             .json(&alert_event(n))
             .send()
             .await
@@ -98,7 +60,7 @@ async fn acknowledged_events_survive_kill_9() {
     // The target is back; a new process on the same store delivers every acked event.
     chat.reset().await;
     mount_chat_ok(&chat).await;
-    let mut relay = start_relay(&config);
+    let _running = RelayProcess::start(&config, &[]); // killed on drop, after the checks
     let got = wait_for(&chat, "/soar", 50, Duration::from_secs(30)).await;
     let ids: HashSet<String> = got
         .iter()
@@ -114,8 +76,6 @@ async fn acknowledged_events_survive_kill_9() {
         50,
         "every acknowledged event was delivered after the crash"
     );
-    relay.child.kill().unwrap();
-    relay.child.wait().unwrap();
 }
 
 #[tokio::test]
@@ -129,11 +89,11 @@ async fn sigterm_drains_in_flight_sends_and_exits_0() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&sekoia, &chat, dir.path());
-    let mut relay = start_relay(&config);
+    let mut relay = RelayProcess::start(&config, &[]);
     let client = reqwest::Client::new();
     for n in 0..5 {
         let res = client
-            .post(&relay.address)
+            .post(relay.hook_url())
             .json(&alert_event(n))
             .send()
             .await
@@ -141,16 +101,8 @@ async fn sigterm_drains_in_flight_sends_and_exits_0() {
         assert_eq!(res.status().as_u16(), 202);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = relay.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || relay.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    relay.signal("TERM");
+    let status = relay.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
     // The sends in flight at SIGTERM finished (the target answered within the grace period).
     tokio::time::sleep(Duration::from_millis(100)).await;

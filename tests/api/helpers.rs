@@ -373,6 +373,23 @@ impl RelayProcess {
         assert!(ok, "kill -{name} failed");
     }
 
+    /// Wait for the process to exit (up to `within`, else the test fails).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the relay") {
+                return status;
+            }
+            assert!(start.elapsed() < within, "the relay did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The hook URL of the test hook on this process.
+    pub fn hook_url(&self) -> String {
+        format!("{}/hooks/{HOOK_ID}", self.base)
+    }
+
     /// SIGTERM and wait for the exit; returns everything printed.
     pub async fn stop(mut self) -> Vec<String> {
         self.signal("TERM");
