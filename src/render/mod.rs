@@ -292,10 +292,7 @@ impl Renderer {
     /// the failure with the template path (never the target URL), count it, and return Ok
     /// with `fallback: Some(reason)`. Err only if even the built-in fails.
     pub fn render(&self, target_name: &str, input: &RenderInput) -> Result<Rendered, RenderError> {
-        let entry = self
-            .targets
-            .get(target_name)
-            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let entry = self.entry(target_name)?;
         let ctx = context(input, target_name, entry);
         let mut fallback = None;
         if let Some(user) = &entry.user_template {
@@ -336,10 +333,7 @@ impl Renderer {
         target_name: &str,
         input: &RenderInput,
     ) -> Result<String, RenderError> {
-        let entry = self
-            .targets
-            .get(target_name)
-            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let entry = self.entry(target_name)?;
         let ctx = context(input, target_name, entry);
         match &entry.user_template {
             Some(user) => self.render_template(user, entry.kind, &ctx, false),
@@ -350,13 +344,13 @@ impl Renderer {
     /// Name of the template a target uses: the resolved path of its user template, or the
     /// built-in's name (`builtin/slack.json.j2`).
     pub fn template_name(&self, target_name: &str) -> Option<String> {
-        let entry = self.targets.get(target_name)?;
-        Some(
-            entry
-                .user_template
-                .clone()
-                .unwrap_or_else(|| builtin_template(entry.kind).0.to_string()),
-        )
+        self.targets.get(target_name).map(entry_template_name)
+    }
+
+    fn entry(&self, target_name: &str) -> Result<&TargetEntry, RenderError> {
+        self.targets
+            .get(target_name)
+            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))
     }
 
     /// The raw output of the target's own template, before any parsing, check or limit: for
@@ -366,13 +360,8 @@ impl Renderer {
         target_name: &str,
         input: &RenderInput,
     ) -> Result<String, RenderError> {
-        let entry = self
-            .targets
-            .get(target_name)
-            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
-        let name = self
-            .template_name(target_name)
-            .ok_or_else(|| RenderError::UnknownTarget(target_name.to_string()))?;
+        let entry = self.entry(target_name)?;
+        let name = entry_template_name(entry);
         let ctx = context(input, target_name, entry);
         self.env
             .get_template(&name)
@@ -455,6 +444,13 @@ impl Renderer {
             }
         }
     }
+}
+
+fn entry_template_name(entry: &TargetEntry) -> String {
+    entry
+        .user_template
+        .clone()
+        .unwrap_or_else(|| builtin_template(entry.kind).0.to_string())
 }
 
 /// `{app_url}/operations/alerts/{short_id}` for alert events that carry a short id (so the
