@@ -131,3 +131,21 @@ async fn restart_resumes_pending_retries() {
         "the pending retry was resumed after a restart"
     );
 }
+
+#[tokio::test]
+async fn sigint_also_stops_cleanly_with_exit_0() {
+    let sekoia = MockServer::start().await;
+    let chat = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&sekoia, &chat, dir.path());
+    let mut relay = RelayProcess::start(&config, &[]);
+    relay.signal("INT");
+    let status = relay.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+    // The reader thread may still be draining the pipe after the exit.
+    assert!(
+        relay
+            .wait_for_output("stopped", Duration::from_secs(5))
+            .await
+    );
+}
