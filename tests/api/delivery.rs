@@ -118,11 +118,12 @@ async fn server_errors_are_retried_until_success_exactly() {
     app.chat.verify().await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
+/// Slack answers 429 with `retry_after` once, then 200: how long the relay waited between.
+async fn wait_after_429(retry_after: &str) -> Duration {
     let app = TestApp::spawn().await;
     mount_alert(&app.sekoia).await;
-    let throttled = Timed::new(ResponseTemplate::new(429).insert_header("Retry-After", "1"));
+    let throttled =
+        Timed::new(ResponseTemplate::new(429).insert_header("Retry-After", retry_after));
     let ok = Timed::new(ResponseTemplate::new(200).set_body_string("ok"));
     Mock::given(path("/slack"))
         .respond_with(throttled.clone())
@@ -148,11 +149,31 @@ async fn retry_after_is_honoured() {
     wait_for(&app.chat, "/slack", 2, WAIT).await;
     let (first, second) = (throttled.arrivals(), ok.arrivals());
     assert_eq!((first.len(), second.len()), (1, 1));
-    let waited = second[0] - first[0];
+    second[0] - first[0]
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let waited = wait_after_429("1").await;
     // backoff_initial_ms is 20 in tests: only Retry-After explains a wait of a second.
     assert!(
         waited >= Duration::from_millis(950),
         "retried after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured_and_capped() {
+    // Three seconds ahead, capped by backoff_max_secs (1 s in tests).
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+    let waited = wait_after_429(&at).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "retried after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "capped at backoff_max_secs: {waited:?}"
     );
 }
 
