@@ -47,10 +47,11 @@ async fn run() -> anyhow::Result<ExitCode> {
             #[cfg(unix)]
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("cannot listen for SIGHUP")?;
+            let shutdown = shutdown_signal().context("cannot listen for SIGTERM/SIGINT")?;
             let app = Application::build(settings).await.context("cannot start")?;
             #[cfg(unix)]
             tokio::spawn(reload_on_sighup(hangup, app.reload_handle(), path));
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(shutdown).await?;
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
         Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd)?),
@@ -109,16 +110,26 @@ async fn reload_on_sighup(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} },
-            Err(_) => drop(ctrl_c.await),
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C).
+///
+/// The handlers are installed *now*, not when the future is first polled: the server logs
+/// "listening" before `run_until` polls it, and a signal in between must drain, not kill.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    drop(ctrl_c.await);
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
