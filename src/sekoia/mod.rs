@@ -44,14 +44,21 @@ use policy::{
 
 const USER_AGENT: &str = concat!("sekoia-relay/", env!("CARGO_PKG_VERSION"));
 const QUERY: &str = "stix=false&comments=false&countermeasures=false&history=false";
-/// Largest alert body accepted (`stix=false` alerts are a few KiB; this is a safety bound).
-const MAX_ALERT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest alert body accepted. Real `stix=false` alerts are a few KiB: the realistic fixture
+/// is 7 KiB and the hostile one, with every field at its worst, 21 KiB, so 2 MiB is a margin
+/// of about 100× that no real alert reaches, while a hostile or broken API cannot make the
+/// relay buffer more.
+pub(crate) const MAX_ALERT_BYTES: usize = 2 * 1024 * 1024;
+/// Alert bytes being read at once, over all calls: two maximal bodies, or hundreds of real
+/// ones. With the per-body cap this bounds the memory a storm of hostile answers can take.
+const IN_FLIGHT_ALERT_BYTES: usize = 2 * MAX_ALERT_BYTES;
+/// Alert bytes the cache keeps (weighed by body size, not by entry).
 /// Largest part of an error body read, for the log excerpt.
 const MAX_ERROR_BYTES: usize = 4 * 1024;
-/// Entries kept at most. At the default pace (5 calls/s, 60 s TTL) about 300 entries live, so
-/// the cap only binds with the rate limit off (load tests), where an entry is needed for
-/// milliseconds (the targets of one event); it bounds memory, since alerts can be large.
-const CACHE_CAPACITY: u64 = 1024;
+/// At the default pace (5 calls/s, 60 s TTL) about 300 real alerts (≈ 2 MiB) live, so the
+/// cap only binds with the rate limit off (load tests), where an entry is needed for
+/// milliseconds (the targets of one event), or with huge answers, whose memory it bounds.
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The API base and key for one hook (per-hook overrides already applied by the caller).
 #[derive(Debug, Clone)]
@@ -91,7 +98,9 @@ struct CacheKey {
 /// The Alert API client, shared in an `Arc` by all delivery workers.
 pub struct AlertClient {
     http: reqwest::Client,
-    cache: Cache<CacheKey, Enrichment>,
+    cache: Cache<CacheKey, Cached>,
+    /// Permits are bytes of alert bodies being read (see [`IN_FLIGHT_ALERT_BYTES`]).
+    reading: Arc<tokio::sync::Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
     deadline: Duration,
     tuning: RetryTuning,
@@ -105,6 +114,13 @@ impl std::fmt::Debug for AlertClient {
             .field("rate_limited", &self.limiter.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// A cached outcome and the body size it weighs in the cache.
+#[derive(Debug, Clone)]
+struct Cached {
+    enrichment: Enrichment,
+    bytes: u32,
 }
 
 /// Log fields of one enrichment.
@@ -122,7 +138,8 @@ struct Failure {
 }
 
 enum Attempt {
-    Done(Enrichment),
+    /// Settled, with the size of the body it was read from.
+    Done(Enrichment, usize),
     Retry(Failure),
 }
 
@@ -146,10 +163,15 @@ impl AlertClient {
             .default_headers(headers)
             .connect_timeout(timeout)
             .timeout(timeout)
+            // Never follow: a redirect to another host would receive the Bearer key's request
+            // and serve the alert we render. A 3xx says the `api_url` must be fixed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(SekoiaError::HttpClient)?;
         let cache = Cache::builder()
-            .max_capacity(CACHE_CAPACITY)
+            .max_capacity(CACHE_BYTES)
+            // Small entries (failures) still weigh something so their count stays bounded.
+            .weigher(|_, v: &Cached| v.bytes.max(256))
             .time_to_live(Duration::from_secs(settings.cache_ttl_secs))
             .build();
         // Evenly spaced (burst of 1): SEKOIA's WAF guidance is "at most 5 requests per second",
@@ -160,6 +182,7 @@ impl AlertClient {
         Ok(AlertClient {
             http,
             cache,
+            reading: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_ALERT_BYTES)),
             limiter,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
             tuning,
@@ -229,10 +252,25 @@ impl AlertClient {
         self.cache
             .get_with(cache_key, self.fetch(url, auth, &ctx))
             .await
+            .enrichment
     }
 
     /// Call the API until it settles the outcome or the deadline passes.
-    async fn fetch(&self, url: url::Url, auth: HeaderValue, ctx: &Ctx<'_>) -> Enrichment {
+    async fn fetch(&self, url: url::Url, auth: HeaderValue, ctx: &Ctx<'_>) -> Cached {
+        let (enrichment, bytes) = self.fetch_sized(url, auth, ctx).await;
+        Cached {
+            enrichment,
+            bytes: bytes.min(u32::MAX as usize) as u32,
+        }
+    }
+
+    /// [`AlertClient::fetch`], with the size of the body the outcome came from.
+    async fn fetch_sized(
+        &self,
+        url: url::Url,
+        auth: HeaderValue,
+        ctx: &Ctx<'_>,
+    ) -> (Enrichment, usize) {
         let mut deadline: Option<Instant> = None;
         let mut first_failure: Option<Instant> = None;
         let mut attempt: u32 = 0;
@@ -247,7 +285,7 @@ impl AlertClient {
                 }
             }
             let failure = match self.attempt(url.clone(), auth.clone(), ctx, attempt).await {
-                Attempt::Done(outcome) => return outcome,
+                Attempt::Done(outcome, bytes) => return (outcome, bytes),
                 Attempt::Retry(failure) => failure,
             };
             let now = Instant::now();
@@ -259,10 +297,8 @@ impl AlertClient {
                     alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,
                     "SEKOIA.IO API still failing after the enrichment deadline; sending the alert unenriched"
                 );
-                return Enrichment::Unavailable(format!(
-                    "API unavailable for {secs} s (last: {})",
-                    failure.last
-                ));
+                let reason = format!("API unavailable for {secs} s (last: {})", failure.last);
+                return (Enrichment::Unavailable(reason), 0);
             }
             let backoff = backoff_delay(attempt, self.tuning, rand::random::<f64>());
             let delay = next_delay(backoff, failure.retry_after, until - now);
@@ -283,40 +319,75 @@ impl AlertClient {
         ctx: &Ctx<'_>,
         attempt: u32,
     ) -> Attempt {
-        let sent = self.http.get(url).header(AUTHORIZATION, auth).send().await;
+        let sent = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, auth)
+            .send()
+            .await;
         let mut resp = match sent {
             Ok(resp) => resp,
             Err(e) => return Attempt::Retry(transport_failure(e, ctx, attempt)),
         };
         let status = resp.status().as_u16();
         match classify_status(status) {
-            StatusClass::Success => match read_limited(&mut resp, MAX_ALERT_BYTES).await {
-                Ok((body, false)) => match serde_json::from_slice::<Value>(&body) {
-                    Ok(alert @ Value::Object(_)) => {
-                        tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, "alert fetched");
-                        Attempt::Done(Enrichment::Enriched(Arc::new(alert)))
+            StatusClass::Success => {
+                // Wait for room in the shared byte budget before reading: hostile answers then
+                // queue instead of adding up (the request already went out; only reading waits).
+                let want = read_budget(resp.content_length(), MAX_ALERT_BYTES);
+                let Ok(_room) = self.reading.acquire_many(want).await else {
+                    return Attempt::Done(Enrichment::Unavailable("shutting down".into()), 0);
+                };
+                match read_limited(&mut resp, MAX_ALERT_BYTES).await {
+                    Ok((body, false)) => match serde_json::from_slice::<Value>(&body) {
+                        Ok(alert @ Value::Object(_)) => {
+                            tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, "alert fetched");
+                            Attempt::Done(Enrichment::Enriched(Arc::new(alert)), body.len())
+                        }
+                        _ => {
+                            tracing::warn!(
+                                alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status,
+                                excerpt = %error_excerpt(&body),
+                                "SEKOIA.IO API answered with a body that is not a JSON object"
+                            );
+                            Attempt::Done(Enrichment::Unavailable(format!(
+                                "SEKOIA.IO API answered {status} with a body that is not a JSON alert"
+                            )), 0)
+                        }
+                    },
+                    Ok((_, true)) => {
+                        tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, limit = MAX_ALERT_BYTES, "alert body too large");
+                        Attempt::Done(
+                            Enrichment::Unavailable(format!(
+                                "SEKOIA.IO API answered {status} with a body over {} MiB",
+                                MAX_ALERT_BYTES / (1024 * 1024)
+                            )),
+                            0,
+                        )
                     }
-                    _ => {
-                        tracing::warn!(
-                            alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status,
-                            excerpt = %error_excerpt(&body),
-                            "SEKOIA.IO API answered with a body that is not a JSON object"
-                        );
-                        Attempt::Done(Enrichment::Unavailable(format!(
-                            "SEKOIA.IO API answered {status} with a body that is not a JSON alert"
-                        )))
-                    }
-                },
-                Ok((_, true)) => {
-                    tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, limit = MAX_ALERT_BYTES, "alert body too large");
-                    Attempt::Done(Enrichment::Unavailable(format!(
-                        "SEKOIA.IO API answered {status} with a body over {} MiB",
-                        MAX_ALERT_BYTES / (1024 * 1024)
-                    )))
+                    // The body broke off (reset, timeout): as transient as a failed request.
+                    Err(e) => Attempt::Retry(transport_failure(e, ctx, attempt)),
                 }
-                // The body broke off (reset, timeout): as transient as a failed request.
-                Err(e) => Attempt::Retry(transport_failure(e, ctx, attempt)),
-            },
+            }
+            StatusClass::Redirect => {
+                let to = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|loc| url.join(loc).ok())
+                    .map(|u| redact_url(u.as_str()))
+                    .unwrap_or_else(|| "an unusable Location".into());
+                tracing::warn!(
+                    alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, to = %to,
+                    "SEKOIA.IO API answered with a redirect, which is never followed: check sekoia.api_url (region); sending the alert unenriched"
+                );
+                Attempt::Done(
+                    Enrichment::Unavailable(format!(
+                        "SEKOIA.IO API redirected to {to} (HTTP {status}): check api_url"
+                    )),
+                    0,
+                )
+            }
             StatusClass::Retry => {
                 let retry_after = resp
                     .headers()
@@ -353,9 +424,10 @@ impl AlertClient {
                         "unexpected answer"
                     }
                 };
-                Attempt::Done(Enrichment::Unavailable(format!(
-                    "SEKOIA.IO API answered {status} ({reason})"
-                )))
+                Attempt::Done(
+                    Enrichment::Unavailable(format!("SEKOIA.IO API answered {status} ({reason})")),
+                    0,
+                )
             }
         }
     }
@@ -365,7 +437,12 @@ impl AlertClient {
 /// segment. `None` for a URL that is not http(s) or cannot carry a path.
 fn alert_url(api_url: &str, uuid: &str) -> Option<url::Url> {
     let mut url = url::Url::parse(api_url).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
+    // Userinfo would become a second (Basic) Authorization header: refused (config validation
+    // says so first; this keeps the client safe on its own).
+    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() {
+        return None;
+    }
+    if url.password().is_some() {
         return None;
     }
     url.path_segments_mut()
@@ -375,6 +452,16 @@ fn alert_url(api_url: &str, uuid: &str) -> Option<url::Url> {
     url.set_query(Some(QUERY));
     url.set_fragment(None);
     Some(url)
+}
+
+/// Bytes to reserve in the shared read budget for one alert body.
+///
+/// Rule: the announced `Content-Length` (at least 1), or the per-body cap when the length is
+/// unknown or larger. Reason: reserving up front, in one go, can never deadlock (a reader never
+/// holds part of the budget while waiting for more), and a body can never exceed the cap.
+fn read_budget(content_length: Option<u64>, cap: usize) -> u32 {
+    let n = content_length.map_or(cap as u64, |n| n.clamp(1, cap as u64));
+    n.min(u32::MAX as u64) as u32
 }
 
 /// Classify and log a request that got no (complete) answer. The URL is stripped from the

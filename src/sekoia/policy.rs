@@ -27,11 +27,14 @@ pub(crate) enum StatusClass {
     Success,
     /// 408, 429, 5xx: transient, retry until the deadline.
     Retry,
-    /// Any other status (401, 403, 404, other 4xx, unfollowed 3xx): give up at once.
+    /// 3xx: redirects are never followed; `api_url` must be fixed.
+    Redirect,
+    /// Any other status (401, 403, 404, other 4xx): give up at once.
     GiveUp,
 }
 
-/// Rule: 408, 429 and 5xx are retried; 2xx is success; everything else gives up at once.
+/// Rule: 408, 429 and 5xx are retried; 2xx is success; 3xx is a redirect, reported and never
+/// followed; everything else gives up at once.
 ///
 /// Reason: 429 is SEKOIA.IO's WAF asking us to slow down and 5xx/408 are outages that pass;
 /// a 401/403 (key invalid or lacking `SIC_READ_ALERTS`) or a 404 (unknown alert) will not
@@ -39,6 +42,7 @@ pub(crate) enum StatusClass {
 pub(crate) fn classify_status(status: u16) -> StatusClass {
     match status {
         200..=299 => StatusClass::Success,
+        300..=399 => StatusClass::Redirect,
         408 | 429 | 500..=599 => StatusClass::Retry,
         _ => StatusClass::GiveUp,
     }
@@ -141,7 +145,10 @@ mod tests {
         for s in [408, 429, 500, 502, 503, 504, 599] {
             assert_eq!(classify_status(s), StatusClass::Retry, "{s}");
         }
-        for s in [301, 400, 401, 403, 404, 410, 422] {
+        for s in [301, 302, 307, 308] {
+            assert_eq!(classify_status(s), StatusClass::Redirect, "{s}");
+        }
+        for s in [400, 401, 403, 404, 410, 422] {
             assert_eq!(classify_status(s), StatusClass::GiveUp, "{s}");
         }
     }

@@ -632,3 +632,132 @@ async fn the_global_rate_limit_spaces_requests() {
     // 10 per second, evenly spaced: the third request waits at least 2 × 100 ms.
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+#[test]
+fn read_budgets_follow_the_announced_length_up_to_the_cap() {
+    assert_eq!(
+        super::read_budget(Some(7_000), super::MAX_ALERT_BYTES),
+        7_000
+    );
+    assert_eq!(super::read_budget(Some(0), super::MAX_ALERT_BYTES), 1);
+    assert_eq!(
+        super::read_budget(Some(u64::MAX), super::MAX_ALERT_BYTES),
+        super::MAX_ALERT_BYTES as u32
+    );
+    assert_eq!(
+        super::read_budget(None, super::MAX_ALERT_BYTES),
+        super::MAX_ALERT_BYTES as u32
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed_even_to_a_server_serving_the_alert() {
+    for status in [301, 302, 307, 308] {
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ok_alert())
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        let server = MockServer::start().await;
+        Mock::given(path(ALERT_PATH))
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .insert_header("Location", format!("{}{ALERT_PATH}", elsewhere.uri())),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+
+        let outcome = client()
+            .enrich(&creds(&server.uri()), &event(CREATED))
+            .await;
+
+        let reason = unavailable(&outcome);
+        assert_eq!(
+            reason,
+            format!(
+                "SEKOIA.IO API redirected to {} (HTTP {status}): check api_url",
+                elsewhere.uri()
+            )
+        );
+        // `elsewhere` verifies on drop that it never got the request (nor the key).
+    }
+}
+
+/// A JSON alert of about `bytes` bytes: the real fixture with a long description.
+fn alert_of_size(bytes: usize) -> String {
+    let mut alert = alert_json();
+    alert["description"] = Value::from("x".repeat(bytes));
+    serde_json::to_string(&alert).expect("serialises")
+}
+
+#[tokio::test]
+async fn an_alert_body_over_2_mib_is_unavailable_and_a_large_real_one_is_fine() {
+    let server = MockServer::start().await;
+    Mock::given(path(ALERT_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            alert_of_size(super::MAX_ALERT_BYTES + 1),
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outcome = client()
+        .enrich(&creds(&server.uri()), &event(CREATED))
+        .await;
+    assert_eq!(
+        unavailable(&outcome),
+        "SEKOIA.IO API answered 200 with a body over 2 MiB"
+    );
+
+    let server = MockServer::start().await;
+    Mock::given(path(ALERT_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            alert_of_size(super::MAX_ALERT_BYTES - 16 * 1024),
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outcome = client()
+        .enrich(&creds(&server.uri()), &event(CREATED))
+        .await;
+    assert_eq!(enriched(&outcome)["short_id"], alert_json()["short_id"]);
+}
+
+#[tokio::test]
+async fn concurrent_large_answers_all_complete_within_the_read_budget() {
+    // Ten near-cap bodies at once against a budget of two: they queue for the budget, none is
+    // refused or lost.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            alert_of_size(super::MAX_ALERT_BYTES - 16 * 1024),
+            "application/json",
+        ))
+        .expect(10)
+        .mount(&server)
+        .await;
+    let client = Arc::new(client());
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let client = client.clone();
+        let uri = server.uri();
+        tasks.push(tokio::spawn(async move {
+            let ev = event_with(
+                "/attributes/uuid",
+                Value::from(format!("00000000-0000-4000-8000-{n:012}")),
+            );
+            client.enrich(&creds(&uri), &ev).await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.expect("task"), Enrichment::Enriched(_)));
+    }
+    assert_eq!(
+        client.reading.available_permits(),
+        super::IN_FLIGHT_ALERT_BYTES,
+        "every reservation returned"
+    );
+}
