@@ -125,12 +125,11 @@ fn retry_policy(c: &mut Criterion) {
     let now = SystemTime::now();
     let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
     let mut g = c.benchmark_group("policy");
-    g.bench_function("backoff_delay", |b| {
+    g.bench_function("scheduled_delay", |b| {
         b.iter(|| {
-            policy::backoff_delay(
+            policy::scheduled_delay(
+                &policy::DEFAULT_RETRY_SCHEDULE,
                 std::hint::black_box(7),
-                Duration::from_millis(1000),
-                Duration::from_secs(300),
                 0.5,
             )
         })

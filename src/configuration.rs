@@ -142,25 +142,48 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
+    /// Optional cap on attempts; 0 (the default) = none: `max_age_secs` is the horizon.
     pub max_attempts: u32,
     pub max_age_secs: u64,
-    pub backoff_initial_ms: u64,
+    /// Waits between attempts (`"5s"`, `"30m"`, …); the last one repeats until `max_age_secs`.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<std::time::Duration>,
+    /// Replaced by `retry_schedule`; kept only to say so instead of "unknown key".
+    #[serde(default)]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest `Retry-After` honoured.
     pub backoff_max_secs: u64,
     pub timeout_secs: u64,
+    /// Most sends in flight per target.
     pub concurrency: usize,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
+            max_attempts: 0,
             max_age_secs: 86400,
-            backoff_initial_ms: 1000,
+            retry_schedule: crate::delivery::policy::DEFAULT_RETRY_SCHEDULE.to_vec(),
+            backoff_initial_ms: None,
             backoff_max_secs: 300,
             timeout_secs: 15,
             concurrency: 32,
         }
     }
+}
+
+/// `["5s", "2m", "1h30m"]` (humantime syntax) as durations, each problem named.
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::time::Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration like \"5s\", \"10m\" or \"2h\": {e}"
+                ))
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -500,6 +523,26 @@ pub fn expand_vars(
     Ok(out)
 }
 
+/// What is wrong with a SEKOIA.IO API or app URL, if anything; the value is shown with any
+/// `user:pass@` removed.
+///
+/// Rule: an http(s) URL without userinfo. Reason: reqwest turns userinfo into a Basic
+/// `Authorization` header, sent next to the Bearer key (two credentials, one of them leaked to
+/// the API), and a password written there must not be echoed in the startup error.
+fn sekoia_url_problem(key: &str, raw: &str) -> Option<String> {
+    let shown = crate::telemetry::strip_userinfo(raw);
+    match url::Url::parse(raw) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some(format!("{key} = {shown:?} is not an http(s) URL"))
+        }
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Some(format!(
+            "{key} = {shown:?} carries a user name or password (user:pass@): remove it; the API key goes in api_key"
+        )),
+        Ok(_) => None,
+        Err(_) => Some(format!("{key} = {shown:?} is not a URL")),
+    }
+}
+
 fn valid_target_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -524,18 +567,21 @@ impl Settings {
             ("sekoia.api_url", &self.sekoia.api_url),
             ("sekoia.app_url", &self.sekoia.app_url),
         ] {
-            if url::Url::parse(url).is_err() {
-                problems.push(format!("{key} = {url:?} is not a URL"));
+            if let Some(problem) = sekoia_url_problem(key, url) {
+                problems.push(problem);
             }
-        }
-        if self.delivery.max_attempts == 0 {
-            problems.push("delivery.max_attempts must be ≥ 1".into());
         }
         if self.delivery.concurrency == 0 {
             problems.push("delivery.concurrency must be ≥ 1".into());
         }
-        if self.delivery.backoff_initial_ms == 0 {
-            problems.push("delivery.backoff_initial_ms must be ≥ 1".into());
+        if self.delivery.backoff_initial_ms.is_some() {
+            problems.push("delivery.backoff_initial_ms was replaced by delivery.retry_schedule (a list of waits, e.g. [\"5s\", \"5m\", \"30m\"]; the last repeats until max_age_secs): remove it".into());
+        }
+        if self.delivery.retry_schedule.is_empty() {
+            problems
+                .push("delivery.retry_schedule must list at least one wait, e.g. [\"30s\"]".into());
+        } else if self.delivery.retry_schedule.iter().any(|d| d.is_zero()) {
+            problems.push("delivery.retry_schedule: every wait must be > 0".into());
         }
         for (name, t) in &self.targets {
             if !valid_target_name(name) {
@@ -604,10 +650,8 @@ impl Settings {
                 }
             }
             for (key, url) in [("api_url", &h.api_url), ("app_url", &h.app_url)] {
-                if let Some(u) = url {
-                    if url::Url::parse(u).is_err() {
-                        problems.push(format!("{label}: {key} = {u:?} is not a URL"));
-                    }
+                if let Some(problem) = url.as_deref().and_then(|u| sekoia_url_problem(key, u)) {
+                    problems.push(format!("{label}: {problem}"));
                 }
             }
         }
@@ -687,7 +731,11 @@ mod tests {
     fn defaults_apply() {
         let s = load_text(MINIMAL).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:8000");
-        assert_eq!(s.delivery.max_attempts, 10);
+        assert_eq!(s.delivery.max_attempts, 0);
+        assert_eq!(
+            s.delivery.retry_schedule,
+            crate::delivery::policy::DEFAULT_RETRY_SCHEDULE
+        );
         assert_eq!(s.store.sync, SyncMode::Full);
         assert_eq!(s.sekoia.max_requests_per_sec, 5);
     }

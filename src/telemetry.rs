@@ -43,9 +43,48 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+/// `raw` with any `user[:password]@` after the scheme removed, even when `raw` is not a valid
+/// URL: for errors that must show which value is wrong without echoing a password.
+pub fn strip_userinfo(raw: &str) -> String {
+    let Some(start) = raw.find("://").map(|i| i + 3) else {
+        return raw.to_string();
+    };
+    // The authority ends at the first '/', '?' or '#'; userinfo is what precedes its last '@'.
+    let end = raw[start..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| start + i);
+    match raw[start..end].rfind('@') {
+        Some(at) => format!("{}{}", &raw[..start], &raw[start + at + 1..]),
+        None => raw.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_stripped_even_from_broken_urls() {
+        assert_eq!(
+            strip_userinfo("https://bob:s3cret@api.sekoia.io/v1"),
+            "https://api.sekoia.io/v1"
+        );
+        assert_eq!(
+            strip_userinfo("https://bob:s3cret@exa mple:99999/x"),
+            "https://exa mple:99999/x"
+        );
+        assert_eq!(strip_userinfo("https://a:b@c@host/p@q"), "https://host/p@q");
+        assert_eq!(strip_userinfo("https://host/x"), "https://host/x");
+        assert_eq!(strip_userinfo("not a url"), "not a url");
+    }
+
+    #[test]
+    fn redacted_urls_never_keep_userinfo() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@api.sekoia.io/v1"),
+            "https://api.sekoia.io"
+        );
+    }
 
     #[test]
     fn urls_keep_only_scheme_and_host() {

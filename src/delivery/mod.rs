@@ -1,8 +1,9 @@
 //! Delivery: claim due rows from the store, enrich, route, render, pace, post, record.
 //!
-//! One dispatcher loop claims work per target, bounded by `delivery.concurrency` in total and,
-//! for rate-limited targets, by the size of the target's token bucket, so a slow or throttled
-//! target never occupies the slots a healthy one needs. Each claimed row runs in its own task.
+//! One dispatcher loop claims work per target. Each target has its own slots: at most
+//! `delivery.concurrency` sends in flight and, for rate-limited targets, no more than its token
+//! bucket holds. A target that hangs or throttles can only ever block itself, never the slots
+//! a healthy target needs. Each claimed row runs in its own task.
 
 pub mod policy;
 mod sender;
@@ -15,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::configuration::{Settings, TargetSettings};
+use crate::configuration::{DeliverySettings, Settings, TargetSettings};
 use crate::domain::WebhookEvent;
 use crate::metrics::Metrics;
 use crate::render::RenderInput;
@@ -96,7 +97,6 @@ pub struct Deliverer {
     runtime: Arc<dyn Fn() -> Arc<Runtime> + Send + Sync>,
     targets: Mutex<HashMap<String, Arc<TargetState>>>,
     wake: Arc<Notify>,
-    slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -109,7 +109,6 @@ impl Deliverer {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let concurrency = runtime().settings.delivery.concurrency;
         Arc::new(Self {
             store,
             alerts,
@@ -117,7 +116,6 @@ impl Deliverer {
             runtime,
             targets: Mutex::new(HashMap::new()),
             wake,
-            slots: Arc::new(Semaphore::new(concurrency)),
             metrics,
         })
     }
@@ -193,18 +191,14 @@ impl Deliverer {
         let concurrency = rt.settings.delivery.concurrency;
         let mut claimed = 0;
         for (name, target) in &rt.settings.targets {
-            let free = self.slots.available_permits();
-            if free == 0 {
-                break;
-            }
             let state = self.target_state(name, target, concurrency);
             if state.paused() {
                 continue;
             }
-            let room = state
+            // Only this target's own slots: a hung target fills its share and stops there.
+            let n = state
                 .cap
                 .saturating_sub(state.inflight.load(Ordering::Acquire));
-            let n = room.min(free);
             if n == 0 {
                 continue;
             }
@@ -216,9 +210,6 @@ impl Deliverer {
                 }
             };
             for row in rows {
-                let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                    return claimed;
-                };
                 state.inflight.fetch_add(1, Ordering::AcqRel);
                 claimed += 1;
                 let this = self.clone();
@@ -234,7 +225,6 @@ impl Deliverer {
                             .delivery_outcome(&target, &outcome, received_at);
                         this.record(id, outcome, &shutdown).await;
                         state.inflight.fetch_sub(1, Ordering::AcqRel);
-                        drop(permit);
                         this.wake.notify_one();
                     }
                     .instrument(span),
@@ -333,87 +323,63 @@ impl Deliverer {
         }
 
         let attempt = row.attempts + 1;
-        let host = target.safe_host();
         self.metrics.attempt(&row.target);
-        let result = self.sender.send(target, &body).await;
-        let (status, verdict, retry_after, response, error) = match result {
-            Ok(r) => {
-                let verdict = policy::classify(target.kind, r.status, &r.body);
-                let error = match (verdict, policy::teams_embedded_error(&r.body)) {
-                    (Verdict::Delivered, _) => String::new(),
-                    // A 2xx that is a failure: say which error the body carried.
-                    (_, Some(code)) if (200..300).contains(&r.status) => format!(
-                        "HTTP {} with the Teams connector error text \"HTTP error {code}\"",
-                        r.status
-                    ),
-                    _ => format!("HTTP {}", r.status),
-                };
-                let retry_after = if matches!(r.status, 429 | 503) {
-                    r.retry_after
-                        .as_deref()
-                        .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
-                } else {
-                    None
-                };
-                (
-                    Some(r.status),
-                    verdict,
-                    retry_after,
-                    Some(policy::excerpt(&r.body, 2048)),
-                    error,
-                )
-            }
-            Err(e) => (None, Verdict::Retry, None, None, e),
-        };
+        let answer = self.send(target, &body).await;
+        decide(
+            answer,
+            Attempted {
+                body,
+                attempt,
+                age_from_ms: row.age_from_ms,
+                host: target.safe_host(),
+            },
+            &settings.delivery,
+            state,
+        )
+    }
 
-        match verdict {
-            Verdict::Delivered => {
-                tracing::info!(%host, status = status.unwrap_or(0), attempt, "delivered");
-                Outcome::Delivered {
-                    status: status.unwrap_or(0),
-                }
-            }
-            Verdict::Permanent => {
-                tracing::warn!(%host, status = status.unwrap_or(0), attempt, response = response.as_deref().unwrap_or(""), "permanent failure: dead letter");
-                dead(status, error, response, Some(body))
-            }
-            Verdict::Retry => {
-                let d = &settings.delivery;
-                let max = Duration::from_secs(d.backoff_max_secs);
-                if policy::exhausted(
-                    attempt,
-                    d.max_attempts,
-                    age,
-                    Duration::from_secs(d.max_age_secs),
-                ) {
-                    tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, "retries exhausted: dead letter");
-                    return dead(
-                        status,
-                        format!("{error} (after {attempt} attempts)"),
-                        response,
-                        Some(body),
-                    );
-                }
-                if let Some(ra) = retry_after {
-                    // The target asked everyone to wait, not only this delivery.
-                    state.pause_for(ra.min(max));
-                }
-                let backoff = policy::backoff_delay(
-                    attempt,
-                    Duration::from_millis(d.backoff_initial_ms),
-                    max,
-                    rand::random::<f64>(),
-                );
-                let delay = policy::next_delay(backoff, retry_after, max);
-                tracing::warn!(%host, status = status.unwrap_or(0), attempt, %error, next_retry_ms = delay.as_millis() as u64, "delivery failed, will retry");
-                Outcome::Retry {
-                    next_at_ms: now_ms() + delay.as_millis() as i64,
-                    status,
+    /// Post once and read the answer into what the retry decision needs.
+    async fn send(&self, target: &TargetSettings, body: &str) -> Answer {
+        let r = match self.sender.send(target, body).await {
+            Ok(r) => r,
+            Err(error) => {
+                return Answer {
+                    status: None,
+                    verdict: Verdict::Retry,
+                    retry_after: None,
+                    response: None,
                     error,
-                    response,
-                    body: Some(body),
                 }
             }
+        };
+        let verdict = policy::classify(target.kind, r.status, &r.body);
+        let error = match (verdict, policy::teams_embedded_error(&r.body)) {
+            (Verdict::Delivered, _) => String::new(),
+            (Verdict::Redirected, _) => policy::redirect_error(
+                r.status,
+                target.url.as_ref().map(|u| u.expose_secret()).unwrap_or(""),
+                r.location.as_deref(),
+            ),
+            // A 2xx that is a failure: say which error the body carried.
+            (_, Some(code)) if (200..300).contains(&r.status) => format!(
+                "HTTP {} with the Teams connector error text \"HTTP error {code}\"",
+                r.status
+            ),
+            _ => format!("HTTP {}", r.status),
+        };
+        let retry_after = if matches!(r.status, 429 | 503) {
+            r.retry_after
+                .as_deref()
+                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+        } else {
+            None
+        };
+        Answer {
+            status: Some(r.status),
+            verdict,
+            retry_after,
+            response: Some(policy::excerpt(&r.body, 2048)),
+            error,
         }
     }
 
@@ -465,6 +431,99 @@ enum Prepared {
     Body(String),
     Skip(String),
     Fail(String),
+}
+
+/// A target's answer (or the transport failure), classified.
+struct Answer {
+    status: Option<u16>,
+    verdict: Verdict,
+    retry_after: Option<Duration>,
+    response: Option<String>,
+    error: String,
+}
+
+/// The delivery an answer is about.
+struct Attempted {
+    body: String,
+    /// This attempt's number, counting only attempts that count (a 429 does not).
+    attempt: u32,
+    age_from_ms: i64,
+    host: String,
+}
+
+/// Turn an answer into the delivery's outcome: delivered, a dead letter, or the next try.
+///
+/// Retries follow `retry_schedule` until `max_age_secs` (and the optional `max_attempts`); a
+/// `Retry-After` pushes the next try later and pauses the whole target, since the target asked
+/// everyone to wait. A 429 pauses the target and is retried without counting as an attempt.
+fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings, state: &TargetState) -> Outcome {
+    let Attempted {
+        body,
+        attempt,
+        age_from_ms,
+        host,
+    } = d;
+    let Answer {
+        status,
+        verdict,
+        retry_after,
+        response,
+        error,
+    } = a;
+    let code = status.unwrap_or(0);
+    let counts_attempt = match verdict {
+        Verdict::Delivered => {
+            tracing::info!(%host, status = code, attempt, "delivered");
+            return Outcome::Delivered { status: code };
+        }
+        Verdict::Permanent | Verdict::Redirected => {
+            tracing::warn!(%host, status = code, attempt, %error, response = response.as_deref().unwrap_or(""), "permanent failure: dead letter");
+            return dead(status, error, response, Some(body));
+        }
+        Verdict::Retry => true,
+        Verdict::Throttled => false,
+    };
+    let now = now_ms();
+    let max_age = Duration::from_secs(cfg.max_age_secs);
+    let age = Duration::from_millis((now - age_from_ms).max(0) as u64);
+    let counted = if counts_attempt { attempt } else { attempt - 1 };
+    if policy::exhausted(counted, cfg.max_attempts, age, max_age) {
+        tracing::warn!(%host, status = code, attempt, %error, "retries exhausted: dead letter");
+        let why = if age >= max_age {
+            format!(
+                "{error} (not delivered within max_age_secs = {} s, after {counted} attempts)",
+                cfg.max_age_secs
+            )
+        } else {
+            format!(
+                "{error} (after {counted} attempts, max_attempts = {})",
+                cfg.max_attempts
+            )
+        };
+        return dead(status, why, response, Some(body));
+    }
+    let ra_cap = Duration::from_secs(cfg.backoff_max_secs);
+    // The wait this failure calls for: the schedule's step for the attempt (a 429 repeats the
+    // current step), pushed later by the target's Retry-After.
+    let step = policy::scheduled_delay(&cfg.retry_schedule, counted.max(1), rand::random::<f64>());
+    let delay = policy::next_delay(step, retry_after, ra_cap);
+    if let Some(ra) = retry_after {
+        state.pause_for(ra.min(ra_cap));
+    } else if !counts_attempt {
+        state.pause_for(delay);
+    }
+    // The last try is made at the horizon, not after it (see `next_attempt_at`).
+    let horizon = age_from_ms.saturating_add(max_age.as_millis() as i64 - 1);
+    let next_at_ms = policy::next_attempt_at(now, delay, horizon);
+    tracing::warn!(%host, status = code, attempt, %error, counts_attempt, next_retry_ms = (next_at_ms - now).max(0), "delivery failed, will retry");
+    Outcome::Retry {
+        next_at_ms,
+        status,
+        error,
+        response,
+        body: Some(body),
+        counts_attempt,
+    }
 }
 
 fn dead(

@@ -8,21 +8,29 @@ use crate::configuration::TargetKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Delivered,
-    /// Try again later (the target or the network may recover).
+    /// Try again later (the target or the network may recover); counts as an attempt.
     Retry,
+    /// 429: the target asks to slow down. Pauses the target and never counts as an attempt.
+    Throttled,
+    /// 3xx: redirects are never followed; the URL must be updated by a human.
+    Redirected,
     /// Retrying cannot help (the payload or the URL is wrong): dead letter now.
     Permanent,
 }
 
 /// Classify an HTTP answer.
 ///
-/// Rule: 2xx is delivered; 408, 425, 429 and 5xx except 501 are retried; every other status is
-/// permanent. Reason: timeouts, throttling and server faults pass, while a 4xx means the payload
-/// or URL is wrong and resending the same bytes cannot succeed; Mattermost answers 501 when
-/// incoming webhooks are disabled server-wide, which no retry fixes.
+/// Rule: 2xx is delivered; 429 is throttled; 3xx is a redirect (permanent); 408, 425 and 5xx
+/// except 501 are retried; every other status is permanent. Reason: timeouts, throttling and
+/// server faults pass, while a 4xx means the payload or URL is wrong and resending the same
+/// bytes cannot succeed; Mattermost answers 501 when incoming webhooks are disabled
+/// server-wide, which no retry fixes. A 429 is the target working as designed, so it must not
+/// use up the delivery's attempts. Redirects are not followed (as svix and hook0 do): a
+/// 301/302 would be re-sent as a body-less GET whose 200 looks like a delivery, and a 307/308
+/// would hand the body and the `headers` secrets to whatever host the target names.
 ///
-/// One exception (SPEC §5): the retired Teams connector answered 2xx with a body like
-/// "Microsoft Teams endpoint returned HTTP error 429"; such a body is classified as that status.
+/// One exception: the retired Teams connector answered 2xx with a body like "Microsoft Teams
+/// endpoint returned HTTP error 429"; such a body is classified as that status.
 pub fn classify(kind: TargetKind, status: u16, body: &str) -> Verdict {
     if (200..300).contains(&status) {
         if kind == TargetKind::Teams {
@@ -38,10 +46,35 @@ pub fn classify(kind: TargetKind, status: u16, body: &str) -> Verdict {
 fn classify_status(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Delivered,
-        408 | 425 | 429 => Verdict::Retry,
+        300..=399 => Verdict::Redirected,
+        429 => Verdict::Throttled,
+        408 | 425 => Verdict::Retry,
         501 => Verdict::Permanent,
         500..=599 => Verdict::Retry,
         _ => Verdict::Permanent,
+    }
+}
+
+/// The dead-letter reason for a redirect: where the target pointed, by host only.
+///
+/// Rule: "target redirected to HOST: update the URL", HOST being `scheme://host[:port]` of the
+/// `Location` resolved against the target URL (a relative one stays on the target's host).
+/// Reason: the operator must know the URL moved and where, but a Location may carry a token in
+/// its path or query like the webhook URL itself.
+pub fn redirect_error(status: u16, target_url: &str, location: Option<&str>) -> String {
+    let resolved = location.and_then(|loc| {
+        url::Url::parse(target_url)
+            .ok()
+            .and_then(|base| base.join(loc).ok())
+    });
+    match resolved {
+        Some(to) => format!(
+            "target redirected to {} (HTTP {status}): update the URL; redirects are never followed",
+            crate::telemetry::redact_url(to.as_str())
+        ),
+        None => format!(
+            "target redirected (HTTP {status}, no usable Location): update the URL; redirects are never followed"
+        ),
     }
 }
 
@@ -56,19 +89,52 @@ pub fn teams_embedded_error(body: &str) -> Option<u16> {
     digits.parse().ok().or(Some(500))
 }
 
-/// Delay before attempt `attempt + 1`, after `attempt` failures (1-based), with full jitter.
+/// The default wait after each failed attempt; the last repeats until `max_age_secs`.
 ///
-/// Rule: pick uniformly in `[0, min(max, initial × 2^(attempt-1))]`; `unit` is the random draw
-/// in `[0, 1)`. Reason: exponential growth stops hammering a target that is down, and full
-/// jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads the retries of an
-/// alert storm so they do not all land on the target in the same second.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration, unit: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(32);
-    let ceiling = initial
-        .checked_mul(1u32 << exp.min(31))
-        .unwrap_or(max)
-        .min(max);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+/// Rule: 5 s, 30 s, 2 min, 5 min, 15 min, then every 30 min: about 50 attempts over the
+/// default 24 h horizon. Reason: a blip is retried at once, a chat tool that is down for hours
+/// is neither hammered nor given up on (svix spreads its retries the same way), and once it
+/// is back every waiting alert arrives within 30 minutes, which matters more to an on-call
+/// team than svix's 10-hour gaps.
+pub const DEFAULT_RETRY_SCHEDULE: [Duration; 6] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(2 * 60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(30 * 60),
+];
+
+/// Wait after the `attempt`-th counted failure (1-based), with jitter.
+///
+/// Rule: the schedule's entry for that attempt (its last entry once past the end), scaled
+/// into `[½·step, step]` by `unit`, a random draw in `[0, 1)`. Reason: the schedule says the
+/// latest a retry happens; the jitter spreads a storm's retries over half the step so a
+/// recovering target is not hit by every delivery in the same second.
+pub fn scheduled_delay(schedule: &[Duration], attempt: u32, unit: f64) -> Duration {
+    let Some(last) = schedule.last() else {
+        return Duration::ZERO;
+    };
+    let idx = (attempt.max(1) - 1) as usize;
+    let step = schedule.get(idx).unwrap_or(last);
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    step.mul_f64(0.5 + unit / 2.0)
+}
+
+/// When the next attempt happens, never past the retry horizon.
+///
+/// Rule: `now + delay`, but no later than `horizon` (when the delivery reaches
+/// `max_age_secs`). Reason: the last attempt is made at the horizon instead of after it, so
+/// a target that came back in the final stretch still gets the alert rather than a dead letter
+/// produced without trying.
+pub fn next_attempt_at(now_ms: i64, delay: Duration, horizon_ms: i64) -> i64 {
+    now_ms
+        .saturating_add(delay.as_millis().min(i64::MAX as u128) as i64)
+        .min(horizon_ms.max(now_ms))
 }
 
 /// Parse a `Retry-After` header: delay-seconds or an HTTP date.
@@ -99,11 +165,12 @@ pub fn next_delay(backoff: Duration, retry_after: Option<Duration>, max: Duratio
 
 /// Whether a delivery that just failed (retryably) should become a dead letter instead.
 ///
-/// Rule: after `max_attempts` attempts, or once the delivery is older than `max_age`. Reason:
-/// an alert that could not be delivered for a day is better inspected by a human (dead
-/// letters) than retried forever.
+/// Rule: once the delivery is older than `max_age`, or after `max_attempts` counted attempts
+/// when that optional cap is set (0 = no cap). Reason: the horizon is a time, so an outage of
+/// hours is survived whatever the schedule; an alert that could not be delivered for a day is
+/// better inspected by a human (dead letters) than retried forever.
 pub fn exhausted(attempts: u32, max_attempts: u32, age: Duration, max_age: Duration) -> bool {
-    attempts >= max_attempts || age >= max_age
+    (max_attempts > 0 && attempts >= max_attempts) || age >= max_age
 }
 
 /// Keep at most `max` bytes of a response body for diagnosis, cut at a character boundary.
@@ -137,7 +204,7 @@ mod tests {
             (410, Permanent),
             (413, Permanent),
             (425, Retry),
-            (429, Retry),
+            (429, Throttled),
             (500, Retry),
             (501, Permanent),
             (502, Retry),
@@ -151,7 +218,7 @@ mod tests {
     #[test]
     fn teams_error_text_in_a_2xx_counts_as_that_error() {
         let body = "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0";
-        assert_eq!(classify(TargetKind::Teams, 200, body), Verdict::Retry);
+        assert_eq!(classify(TargetKind::Teams, 200, body), Verdict::Throttled);
         let body = "Microsoft Teams endpoint returned HTTP error 413";
         assert_eq!(classify(TargetKind::Teams, 200, body), Verdict::Permanent);
         assert_eq!(classify(TargetKind::Teams, 200, "1"), Verdict::Delivered);
@@ -160,16 +227,88 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_exponentially_and_is_capped() {
-        let i = Duration::from_millis(1000);
-        let m = Duration::from_secs(300);
-        assert_eq!(backoff_delay(1, i, m, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(2, i, m, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff_delay(5, i, m, 1.0), Duration::from_secs(16));
-        assert_eq!(backoff_delay(30, i, m, 1.0), m);
-        assert_eq!(backoff_delay(u32::MAX, i, m, 1.0), m);
-        assert_eq!(backoff_delay(3, i, m, 0.5), Duration::from_secs(2));
-        assert_eq!(backoff_delay(3, i, m, 0.0), Duration::ZERO);
+    fn redirects_and_throttling_are_classified() {
+        for status in [301, 302, 303, 307, 308] {
+            assert_eq!(
+                classify(TargetKind::Slack, status, ""),
+                Verdict::Redirected,
+                "{status}"
+            );
+        }
+        assert_eq!(classify(TargetKind::Slack, 429, ""), Verdict::Throttled);
+        let body = "Microsoft Teams endpoint returned HTTP error 429";
+        assert_eq!(classify(TargetKind::Teams, 200, body), Verdict::Throttled);
+    }
+
+    #[test]
+    fn redirect_errors_name_the_host_only() {
+        let e = redirect_error(
+            302,
+            "https://hooks.slack.com/services/T/B/secret",
+            Some("https://evil.example:8443/steal?token=abc"),
+        );
+        assert!(
+            e.starts_with("target redirected to https://evil.example:8443 (HTTP 302)"),
+            "{e}"
+        );
+        assert!(!e.contains("abc") && !e.contains("secret"), "{e}");
+        let e = redirect_error(
+            301,
+            "https://hooks.slack.com/services/T/B/s",
+            Some("/moved"),
+        );
+        assert!(e.contains("redirected to https://hooks.slack.com "), "{e}");
+        let e = redirect_error(307, "https://x.test/a", None);
+        assert!(e.contains("no usable Location"), "{e}");
+    }
+
+    #[test]
+    fn the_default_schedule_spreads_over_the_day() {
+        let day = Duration::from_secs(86400);
+        let mut at = Duration::ZERO;
+        let mut attempts = 1; // the first try, at once
+        while at < day {
+            at += scheduled_delay(&DEFAULT_RETRY_SCHEDULE, attempts, 1.0);
+            attempts += 1;
+        }
+        // Worst case (no jitter): about 50 tries in a day; never more than 30 min apart.
+        assert!((45..=60).contains(&attempts), "{attempts}");
+        assert_eq!(
+            scheduled_delay(&DEFAULT_RETRY_SCHEDULE, 1, 1.0),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            scheduled_delay(&DEFAULT_RETRY_SCHEDULE, 100, 1.0),
+            Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn scheduled_delays_are_jittered_within_half_a_step() {
+        let s = [Duration::from_secs(10), Duration::from_secs(60)];
+        assert_eq!(scheduled_delay(&s, 1, 0.0), Duration::from_secs(5));
+        assert_eq!(scheduled_delay(&s, 1, 1.0), Duration::from_secs(10));
+        assert_eq!(scheduled_delay(&s, 2, 0.5), Duration::from_secs(45));
+        assert_eq!(scheduled_delay(&s, 0, 1.0), Duration::from_secs(10));
+        assert_eq!(scheduled_delay(&s, 7, f64::NAN), Duration::from_secs(60));
+        assert_eq!(scheduled_delay(&[], 3, 1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_last_attempt_lands_on_the_horizon() {
+        assert_eq!(
+            next_attempt_at(1_000, Duration::from_secs(5), 100_000),
+            6_000
+        );
+        assert_eq!(
+            next_attempt_at(1_000, Duration::from_secs(500), 100_000),
+            100_000
+        );
+        // Already past the horizon: now (the caller dead-letters first anyway).
+        assert_eq!(
+            next_attempt_at(200_000, Duration::from_secs(5), 100_000),
+            200_000
+        );
     }
 
     #[test]
@@ -202,11 +341,14 @@ mod tests {
     }
 
     #[test]
-    fn exhaustion_by_attempts_or_age() {
+    fn exhaustion_by_age_or_the_optional_attempt_cap() {
         let day = Duration::from_secs(86400);
         assert!(!exhausted(1, 10, Duration::ZERO, day));
         assert!(exhausted(10, 10, Duration::ZERO, day));
         assert!(exhausted(1, 10, day, day));
+        // 0 = no cap: only the age ends retries.
+        assert!(!exhausted(10_000, 0, Duration::from_secs(86399), day));
+        assert!(exhausted(1, 0, day, day));
     }
 
     #[test]

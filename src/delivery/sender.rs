@@ -16,6 +16,8 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The `Location` of a 3xx, which is reported, never followed.
+    pub location: Option<String>,
     pub body: String,
 }
 
@@ -32,6 +34,10 @@ impl Sender {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // Never follow: a followed 301/302 turns the POST into a body-less GET whose 200
+            // looks delivered, and a 307/308 re-sends the body and the `headers` secrets to
+            // whichever host the redirect names. A 3xx is a dead letter naming the new host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self { http })
     }
@@ -46,6 +52,7 @@ impl Sender {
                 .map(|_| Response {
                     status: 200,
                     retry_after: None,
+                    location: None,
                     body: String::new(),
                 })
                 .map_err(|e| format!("cannot write to stdout: {e}"));
@@ -63,11 +70,14 @@ impl Sender {
         }
         let mut res = req.send().await.map_err(describe)?;
         let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header(reqwest::header::RETRY_AFTER);
+        let location = header(reqwest::header::LOCATION);
         let mut buf = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(describe)? {
             let room = MAX_RESPONSE_BYTES - buf.len();
@@ -79,6 +89,7 @@ impl Sender {
         Ok(Response {
             status,
             retry_after,
+            location,
             body: String::from_utf8_lossy(&buf).into_owned(),
         })
     }

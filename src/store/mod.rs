@@ -96,6 +96,9 @@ pub enum Outcome {
         error: String,
         response: Option<String>,
         body: Option<String>,
+        /// False for a 429: throttling is the target working as designed, so it does not use
+        /// up the delivery's attempts (the age horizon still applies).
+        counts_attempt: bool,
     },
     Dead {
         status: Option<u16>,
@@ -382,6 +385,7 @@ mod tests {
                     error: "HTTP 503".into(),
                     response: None,
                     body: Some("{\"x\":1}".into()),
+                    counts_attempt: true,
                 },
             )
             .await

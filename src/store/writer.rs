@@ -293,13 +293,23 @@ fn complete(
             error,
             response,
             body,
+            counts_attempt,
         } => tx
             .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = attempts + 1, updated_at = ?2,
+                "UPDATE deliveries SET state = 'pending', attempts = attempts + ?8, updated_at = ?2,
                  next_at = ?3, last_status = ?4, last_error = ?5, response = ?6,
                  body = COALESCE(?7, body) WHERE id = ?1",
             )?
-            .execute(params![id, now, next_at_ms, status, error, response, body])?,
+            .execute(params![
+                id,
+                now,
+                next_at_ms,
+                status,
+                error,
+                response,
+                body,
+                i64::from(*counts_attempt)
+            ])?,
         Outcome::Dead {
             status,
             error,

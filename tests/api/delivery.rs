@@ -155,7 +155,7 @@ async fn wait_after_429(retry_after: &str) -> Duration {
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let waited = wait_after_429("1").await;
-    // backoff_initial_ms is 20 in tests: only Retry-After explains a wait of a second.
+    // The test schedule starts at 20 ms: only Retry-After explains a wait of a second.
     assert!(
         waited >= Duration::from_millis(950),
         "retried after {waited:?}"

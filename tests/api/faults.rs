@@ -638,7 +638,7 @@ async fn disk_full_answers_503_never_2xx_then_recovers_and_loses_nothing_acked()
     a.mount(&chat, "/a").await;
     b.mount(&chat, "/b").await;
     let text = fault_config(&sekoia, &chat, dir.path(), 50)
-        .replace("backoff_initial_ms = 20", "backoff_initial_ms = 200");
+        .replace(TEST_RETRY_SCHEDULE, r#"retry_schedule = ["200ms", "400ms", "800ms", "1s"]"#);
     let app = TestApp::start_text(sekoia, chat, dir, &text).await;
     let db = app.dir.path().join("relay.db");
 

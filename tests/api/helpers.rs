@@ -31,6 +31,10 @@ pub fn alert_event(n: usize) -> Value {
     e
 }
 
+/// The test config's compressed retry schedule (production waits seconds to half an hour).
+pub const TEST_RETRY_SCHEDULE: &str =
+    r#"retry_schedule = ["20ms", "40ms", "80ms", "160ms", "320ms", "640ms", "1s"]"#;
+
 /// The default test config: fast retries, short deadlines, no rate limits, a hook `soc`
 /// routed to `teams` and `slack` targets on the chat mock. `{api}`, `{chat}` and `{dir}` in
 /// `extra` are substituted, and `extra` is appended (TOML tables), so tests add targets/hooks.
@@ -53,12 +57,13 @@ enrich_deadline_secs = 2
 path = "{dir}/relay.db"
 
 [delivery]
-backoff_initial_ms = 20
+{retry_schedule}
 backoff_max_secs = 1
 timeout_secs = 2
 max_attempts = 5
 "#;
     (base.to_string() + body)
+        .replace("{retry_schedule}", TEST_RETRY_SCHEDULE)
         .replace("{api}", api)
         .replace("{chat}", chat)
         .replace("{dir}", &dir.display().to_string())
