@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{list, samples, CommandError};
@@ -101,15 +102,24 @@ pub async fn run(settings: &Settings, target: &str) -> Result<SendReport, Comman
     let result = sender.send(t, &rendered.body).await;
     let elapsed = started.elapsed();
     Ok(match result {
-        Ok(r) => SendReport {
-            target: target.to_string(),
-            host: t.safe_host(),
-            status: Some(r.status),
-            delivered: policy::classify(t.kind, r.status, &r.body) == policy::Verdict::Delivered,
-            detail: policy::excerpt(r.body.trim(), EXCERPT_BYTES),
-            elapsed,
-            fallback: rendered.fallback,
-        },
+        Ok(r) => {
+            let verdict = policy::classify(t.kind, r.status, &r.body);
+            let detail = if verdict == policy::Verdict::Redirected {
+                let url = t.url.as_ref().map(|u| u.expose_secret()).unwrap_or("");
+                policy::redirect_error(r.status, url, r.location.as_deref())
+            } else {
+                policy::excerpt(r.body.trim(), EXCERPT_BYTES)
+            };
+            SendReport {
+                target: target.to_string(),
+                host: t.safe_host(),
+                status: Some(r.status),
+                delivered: verdict == policy::Verdict::Delivered,
+                detail,
+                elapsed,
+                fallback: rendered.fallback,
+            }
+        }
         Err(e) => SendReport {
             target: target.to_string(),
             host: t.safe_host(),

@@ -281,19 +281,8 @@ impl Deliverer {
                 row.body,
             );
         };
-        let age = Duration::from_millis((now_ms() - row.age_from_ms).max(0) as u64);
-        if age >= Duration::from_secs(settings.delivery.max_age_secs) {
-            return dead(
-                None,
-                format!(
-                    "not delivered within max_age_secs ({} s)",
-                    settings.delivery.max_age_secs
-                ),
-                None,
-                row.body,
-            );
-        }
-
+        // No age check before sending: a delivery due within its horizon always gets that
+        // attempt, even when claimed late (a restart after an outage); `decide` ends retries.
         let body = match row.body.clone() {
             Some(b) => b,
             None => {

@@ -446,6 +446,43 @@ targets = ["slack", "broken"]
     assert!(stderr(&out).contains("no target named \"nope\""));
 }
 
+#[tokio::test]
+async fn send_test_reports_a_redirect_and_does_not_follow_it() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let chat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/moved/secret-token"))
+        .respond_with(
+            ResponseTemplate::new(308)
+                .insert_header("Location", format!("{}/new/secret-token", elsewhere.uri())),
+        )
+        .expect(1)
+        .mount(&chat)
+        .await;
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        "[targets.moved]\nkind = \"slack\"\nurl = \"{}/moved/secret-token\"\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"moved\"]\n",
+        chat.uri()
+    ));
+    let out = run_async(config, &["send-test", "moved"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("HTTP 308") && text.contains("FAILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("target redirected to {}", elsewhere.uri())),
+        "{text}"
+    );
+    assert!(!text.contains("secret-token"), "{text}");
+}
+
 #[test]
 fn help_has_examples() {
     let ws = Workspace::new();

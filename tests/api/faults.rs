@@ -637,8 +637,10 @@ async fn disk_full_answers_503_never_2xx_then_recovers_and_loses_nothing_acked()
     let b = Target::new(|_, k| if k < 3 { 503 } else { 200 });
     a.mount(&chat, "/a").await;
     b.mount(&chat, "/b").await;
-    let text = fault_config(&sekoia, &chat, dir.path(), 50)
-        .replace(TEST_RETRY_SCHEDULE, r#"retry_schedule = ["200ms", "400ms", "800ms", "1s"]"#);
+    let text = fault_config(&sekoia, &chat, dir.path(), 50).replace(
+        TEST_RETRY_SCHEDULE,
+        r#"retry_schedule = ["200ms", "400ms", "800ms", "1s"]"#,
+    );
     let app = TestApp::start_text(sekoia, chat, dir, &text).await;
     let db = app.dir.path().join("relay.db");
 

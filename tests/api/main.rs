@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod ingest;
 mod metrics;
+mod never_lost;
 mod operations;
 mod reload;
 mod routing;
