@@ -785,7 +785,7 @@ fn filters_work_in_templates() {
     assert_eq!(out.fallback, None);
     let v: Value = parse(&out.body);
     assert_eq!(v["a"], "abc…");
-    assert_eq!(v["b"], "&lt;!here&gt; @here");
+    assert_eq!(v["b"], "&lt;!here&gt; @\u{200B}here");
     assert_eq!(v["b2"], "<x>", "webhook bodies are not markup");
     assert_eq!(v["c"], "@\u{200B}here");
     assert_eq!(v["d"], "#D13438");
