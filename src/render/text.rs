@@ -155,8 +155,10 @@ pub fn markdown_escape(s: &str) -> Cow<'_, str> {
 /// room, and `@name` pings a person: alert data must never do that. A mention is an `@` at the
 /// start or after a non-alphanumeric character, followed by a letter, digit or `_`; an e-mail
 /// address (`user@example.com`, `@` after a letter) is left intact so it still reads and links.
+/// Slack-style `<!channel>` and `<@U123>` (which Mattermost expands too) get the zero-width
+/// space after the `<`, for plain-text fields that are not entity-escaped.
 pub fn neutralize_mentions(s: &str) -> Cow<'_, str> {
-    if !s.contains('@') {
+    if !s.contains('@') && !s.contains("<!") {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -164,6 +166,9 @@ pub fn neutralize_mentions(s: &str) -> Cow<'_, str> {
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         out.push(c);
+        if c == '<' && chars.peek().is_some_and(|n| matches!(n, '!' | '@')) {
+            out.push('\u{200B}');
+        }
         if c == '@' {
             let starts_word = prev.is_none_or(|p| !p.is_alphanumeric());
             let next_is_name = chars
@@ -299,6 +304,10 @@ mod tests {
         );
         let out = md_escape("hi @All and @Present", TargetKind::Chime);
         assert_eq!(out, "hi @\u{200B}All and @\u{200B}Present");
+        assert_eq!(
+            neutralize_mentions("<!channel> <@U1> <b>"),
+            "<\u{200B}!channel> <\u{200B}@\u{200B}U1> <b>"
+        );
         assert_eq!(md_escape("*x*", TargetKind::Teams), "*x*");
         assert_eq!(
             md_escape("[a](http://e)", TargetKind::Teams),
