@@ -1,8 +1,9 @@
 //! The SEKOIA.IO "version 2" webhook event.
 //!
 //! SEKOIA says more event types will come, so only what the relay needs is checked: `type`,
-//! `action` and `metadata` must be present, `metadata.version` must be 2, and an `alert` must
-//! name its `attributes.uuid`. Everything else, including unknown fields, is kept verbatim.
+//! `action` and `metadata` must be present, `metadata.version` must be 2, an `alert` must
+//! name its `attributes.uuid`, and an `attributes.short_id` must look like one
+//! ([`is_short_id`]). Everything else, including unknown fields, is kept verbatim.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -29,6 +30,32 @@ pub struct WebhookEvent {
     pub created_at: Option<String>,
 }
 
+/// Longest short id accepted. SEKOIA.IO's are about a dozen characters (`ALEY4fqz8moo`).
+pub const SHORT_ID_MAX: usize = 32;
+
+/// Whether `s` is a SEKOIA.IO short id: 1 to [`SHORT_ID_MAX`] ASCII letters and digits.
+///
+/// Rule: every short id SEKOIA.IO documents or serves (`ALEY4fqz8moo`, `ALfghiw34ax`,
+/// `rANd0MiD`) is short ASCII alphanumerics. Reason: the short id is printed in every message
+/// and builds the link to the alert, so a value carrying Markdown, mentions or a URL is not
+/// a real event; refusing it at the door (422) keeps it out of the store and of every chat.
+pub fn is_short_id(s: &str) -> bool {
+    (1..=SHORT_ID_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The ingest rule for `attributes.short_id`: absent, `null` and `""` pass (they say
+/// nothing), a string must satisfy [`is_short_id`], anything else is refused (422).
+pub fn check_short_id(event: &Value) -> Result<(), EventError> {
+    match event.get("attributes").and_then(|a| a.get("short_id")) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() || is_short_id(s) => Ok(()),
+        Some(_) => Err(EventError::NotV2(format!(
+            "`attributes.short_id` is not a SEKOIA.IO short id: expected 1 to {SHORT_ID_MAX} \
+             ASCII letters and digits (like ALEY4fqz8moo)"
+        ))),
+    }
+}
+
 fn as_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -38,16 +65,22 @@ fn as_text(v: &Value) -> Option<String> {
 }
 
 impl WebhookEvent {
-    /// Parse and validate a request body. 400 for bytes that are not UTF-8 JSON, 422 for JSON
-    /// that is not a version-2 event.
+    /// Parse and validate a request body, as the ingest door does. 400 for bytes that are not
+    /// UTF-8 JSON, 422 for JSON that is not a version-2 event, including an
+    /// `attributes.short_id` that is not a SEKOIA.IO short id ([`check_short_id`]).
     pub fn parse(body: &[u8]) -> Result<Self, EventError> {
         let text = std::str::from_utf8(body)
             .map_err(|e| EventError::NotJson(format!("not UTF-8 ({e})")))?;
         let json: Value =
             serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-        Self::from_json(json)
+        let event = Self::from_json(json)?;
+        check_short_id(&event.json)?;
+        Ok(event)
     }
 
+    /// Validate the shape of an event already in hand: one from the store (which may predate
+    /// the short-id rule, and must still be delivered) or given to `render --event`. The
+    /// short-id rule is [`WebhookEvent::parse`]'s alone; templates escape every field anyway.
     pub fn from_json(json: Value) -> Result<Self, EventError> {
         let obj = json
             .as_object()
@@ -153,6 +186,7 @@ pub fn dedup_key(hook: &str, event: &WebhookEvent, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const CREATED: &str = r#"{"type":"alert","action":"created","attributes":{"uuid":"u1","short_id":"AL1"},"metadata":{"version":2,"created_at":"2022-01-14T15:06:57Z"}}"#;
 
@@ -191,6 +225,68 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn short_ids_are_short_ascii_alphanumerics() {
+        for ok in [
+            "ALEY4fqz8moo",
+            "ALfghiw34ax",
+            "rANd0MiD",
+            "A",
+            &"x".repeat(32),
+        ] {
+            assert!(is_short_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(33),
+            "[Open alert in SEKOIA.IO](https://evil.example/login)",
+            "AL 1",
+            "AL-1",
+            "AL_1",
+            "<!channel>",
+            "@all",
+            "AL1\n",
+            "ALé1",
+            "ＡＬ１",
+        ] {
+            assert!(!is_short_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_id_that_is_not_one_is_422() {
+        let with = |v: Value| {
+            let mut e: Value = serde_json::from_str(CREATED).unwrap();
+            e["attributes"]["short_id"] = v;
+            WebhookEvent::parse(e.to_string().as_bytes())
+        };
+        for bad in [
+            json!("[x](https://evil.example)"),
+            json!("AL1 <!channel>"),
+            json!(42),
+            json!({"a": 1}),
+            json!(["AL1"]),
+        ] {
+            let err = with(bad.clone()).unwrap_err();
+            assert!(
+                matches!(&err, EventError::NotV2(m) if m.contains("attributes.short_id")),
+                "{bad}: {err:?}"
+            );
+        }
+        assert_eq!(with(json!(null)).unwrap().short_id, None);
+        assert_eq!(with(json!("")).unwrap().short_id, None);
+        assert_eq!(
+            with(json!("ALEY4fqz8moo")).unwrap().short_id.as_deref(),
+            Some("ALEY4fqz8moo")
+        );
+        // Other event types carry short ids too (cases): the same rule applies.
+        let case = r#"{"type":"case","action":"created","attributes":{"uuid":"c","short_id":"CA#1"},"metadata":{"version":2}}"#;
+        assert!(WebhookEvent::parse(case.as_bytes()).is_err());
+        // An event already stored (or given to `render`) is still read, to be delivered.
+        let stored = WebhookEvent::from_json(serde_json::from_str(case).unwrap()).unwrap();
+        assert_eq!(stored.short_id.as_deref(), Some("CA#1"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | `truncate_chars(n)` | `{{ alert.details\|truncate_chars(500) }}` | cut to n characters with `…` |
 //! | `md_escape` / `md_escape("slack")` | `{{ alert.title\|md_escape }}` | escape for the target's markup, neutralise mentions |
 //! | `no_mentions` | `{{ alert.title\|no_mentions }}` | only break `@channel`-style mentions (plain-text fields) |
+//! | `one_line` | `{{ event.action\|one_line }}` | line breaks and tabs become spaces (single-line fields) |
 //! | `urgency_label` | `{{ alert.urgency\|urgency_label }}` or `urgency_label(70)` | `display`, else the band name |
 //! | `urgency_text` | `{{ alert.urgency\|urgency_text }}` | `Major (70)` |
 //! | `urgency_value` | `{{ alert.urgency\|urgency_value }}` | `current_value`, else `value` (a number or none) |
@@ -25,6 +26,7 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("truncate_chars", truncate_chars);
     env.add_filter("md_escape", md_escape);
     env.add_filter("no_mentions", no_mentions);
+    env.add_filter("one_line", one_line);
     env.add_filter("urgency_label", urgency_label);
     env.add_function("urgency_label", urgency_label);
     env.add_filter("urgency_value", urgency_value);
@@ -93,6 +95,10 @@ fn md_escape(state: &State, value: &Value, kind: Option<&str>) -> Result<Value, 
 
 fn no_mentions(value: &Value) -> Value {
     Value::from(text::neutralize_mentions(&as_text(value)).into_owned())
+}
+
+fn one_line(value: &Value) -> Value {
+    Value::from(text::one_line(&as_text(value)).into_owned())
 }
 
 /// `current_value` (the live urgency) or `value` of an urgency object, or a bare number.

@@ -14,12 +14,129 @@ const ALERT_HOSTILE: &str = include_str!("../../tests/fixtures/alert-hostile.jso
 const EVENT_CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
 const EVENT_UPDATED: &str = include_str!("../../tests/fixtures/webhook-alert-updated.json");
 const EVENT_PROPOSAL: &str = include_str!("../../tests/fixtures/webhook-content-proposal.json");
+const EVENT_HOSTILE: &str = include_str!("../../tests/fixtures/webhook-alert-hostile.json");
 const CARD_SCHEMA: &str = include_str!("../../tests/fixtures/adaptive-card.schema.json");
 
 const APP_URL: &str = "https://app.sekoia.io";
 
 fn parse(s: &str) -> Value {
     serde_json::from_str(s).expect("fixture is JSON")
+}
+
+/// A hostile `type`: the event is then not an alert, so the "other type" branches render it.
+const HOSTILE_TYPE: &str =
+    "[Case](https://evil.example/type) <!channel> @all <b>x</b>\n  Link:    https://evil.example/t";
+
+/// The hostile event in every shape the templates tell apart, with what it is rendered with.
+fn hostile_event_cases() -> Vec<(&'static str, Value, Option<Value>, Option<&'static str>)> {
+    let updated = parse(EVENT_HOSTILE);
+    let mut deleted = updated.clone();
+    deleted["action"] = json!("deleted");
+    let mut other = updated.clone();
+    other["type"] = json!(HOSTILE_TYPE);
+    vec![
+        ("hostile-event", updated.clone(), Some(parse(ALERT)), None),
+        (
+            "hostile-event-unenriched",
+            updated,
+            None,
+            Some("Alert API answered 404 for [x](https://evil.example/e) <!channel> @all"),
+        ),
+        ("hostile-event-deleted", deleted, None, None),
+        ("hostile-event-other-type", other, None, None),
+    ]
+}
+
+/// Every string in a JSON value, with whether the chat tool shows it as plain text (Slack
+/// `plain_text` objects, Mattermost's notification `fallback`), where links cannot exist.
+fn strings<'a>(v: &'a Value, plain: bool, out: &mut Vec<(bool, &'a str)>) {
+    match v {
+        Value::String(s) => out.push((plain, s)),
+        Value::Array(items) => items.iter().for_each(|i| strings(i, plain, out)),
+        Value::Object(map) => {
+            let plain_object = map.get("type").and_then(Value::as_str) == Some("plain_text");
+            for (key, item) in map {
+                strings(item, plain || plain_object || key == "fallback", out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a hostile event must never achieve in a kind's output: a Markdown link anywhere but to
+/// the SEKOIA.IO app, a live mention, a URL field leaving the app, or (console) a line of its own.
+fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
+    if kind == TargetKind::Console {
+        let links: Vec<&str> = body
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Link:"))
+            .collect();
+        assert_eq!(links.len(), 1, "{case}: a line of its own: {body}");
+        assert!(links[0].contains(APP_URL), "{case}: {}", links[0]);
+        return;
+    }
+    let v: Value = parse(body);
+    if kind == TargetKind::Webhook {
+        // JSON only: the event travels verbatim, the summary stays one line.
+        assert!(
+            v["summary"].as_str().is_some_and(|s| !s.contains('\n')),
+            "{case}"
+        );
+        return;
+    }
+    let mut texts = Vec::new();
+    strings(&v, false, &mut texts);
+    for (plain, text) in texts {
+        // A `](` that is not backslash-escaped must open the relay's own link to the app.
+        for (at, _) in text.match_indices("](").filter(|_| !plain) {
+            let escaped = text[..at].ends_with('\\');
+            let to_app = text[at + 2..].starts_with(APP_URL);
+            assert!(escaped || to_app, "{case}: live link in {text:?}");
+        }
+        // Slack plain_text cannot mention either; Mattermost's fallback can (notifications).
+        if kind != TargetKind::Teams && !(plain && kind == TargetKind::Slack) {
+            // Teams TextBlocks cannot mention anyone (that needs `msteams.entities`).
+            let lower = text.to_lowercase();
+            for mention in ["@all", "@here", "@channel", "@present", "<!", "<@"] {
+                assert!(!lower.contains(mention), "{case}: {mention} in {text:?}");
+            }
+        }
+        if !plain && (kind == TargetKind::Chime || kind == TargetKind::Mattermost) {
+            assert!(!text.contains('<'), "{case}: raw HTML in {text:?}");
+        }
+    }
+    assert!(
+        v["attachments"][0]["content"]["msteams"]
+            .get("entities")
+            .is_none(),
+        "{case}: Teams mention entities"
+    );
+    // Every URL field leads to the app, whatever the short id says.
+    let urls = [
+        v.pointer("/attachments/0/content/actions/0/url"),
+        v.pointer("/attachments/0/title_link"),
+        v.pointer("/blocks")
+            .and_then(Value::as_array)
+            .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
+            .and_then(|b| b.pointer("/elements/0/url")),
+    ];
+    for u in urls.into_iter().flatten() {
+        let parsed = url::Url::parse(u.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{case}: {u}: {e}"));
+        assert_eq!(parsed.host_str(), Some("app.sekoia.io"), "{case}: {u}");
+        assert!(
+            parsed.query().is_none() && parsed.fragment().is_none(),
+            "{case}: {u}"
+        );
+        let segments: Vec<&str> = parsed
+            .path_segments()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        assert!(
+            segments.len() <= 3 && segments.iter().all(|s| *s != ".." && *s != "."),
+            "{case}: {u}"
+        );
+    }
 }
 
 fn deleted_event() -> Value {
@@ -495,6 +612,56 @@ fn huge_alerts_are_shrunk_to_the_limit() {
     }
 }
 
+/// Issue 16: a hostile *event* (short id, uuid, action, type, `updated`, metadata), not only a
+/// hostile alert, is escaped by every kind in every place it is shown.
+#[test]
+fn hostile_events_are_escaped_in_every_kind() {
+    let renderer = builtin_renderer();
+    for (case, event, alert, error) in hostile_event_cases() {
+        for kind in TargetKind::ALL {
+            let target = kind.as_str();
+            let name = format!("{target}/{case}");
+            let out = renderer
+                .render(target, &input(&event, alert.as_ref(), error, target))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(out.fallback, None, "{name}");
+            check_output(kind, &out.body, &name);
+            assert_no_live_markup(kind, &out.body, &name);
+            // Escaped, not dropped: the reader still sees the alert's id (a long hostile type
+            // may push it out of a cut heading, hence alerts only).
+            if event["type"] == "alert" {
+                assert!(
+                    out.body.contains("evil.example/login"),
+                    "{name}: short id dropped"
+                );
+            }
+            if kind == TargetKind::Webhook {
+                assert_eq!(
+                    parse(&out.body)["event"],
+                    event,
+                    "{name}: event not verbatim"
+                );
+            }
+        }
+    }
+    // The alert link carries the hostile short id percent-encoded, as one path segment.
+    let event = parse(EVENT_HOSTILE);
+    let link = alert_link(&event, APP_URL).expect("alert link");
+    let segment = link
+        .strip_prefix("https://app.sekoia.io/operations/alerts/")
+        .expect("link to the app");
+    assert!(
+        segment.starts_with("%5BOpen%20alert%20in%20SEKOIA.IO%5D%28https%3A%2F%2Fevil"),
+        "{link}"
+    );
+    assert!(
+        segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%-._~".contains(&b)),
+        "{link}"
+    );
+}
+
 #[test]
 fn mattermost_overrides_come_from_the_target() {
     let extra = r#"
@@ -785,7 +952,7 @@ fn filters_work_in_templates() {
     assert_eq!(out.fallback, None);
     let v: Value = parse(&out.body);
     assert_eq!(v["a"], "abc…");
-    assert_eq!(v["b"], "&lt;!here&gt; @here");
+    assert_eq!(v["b"], "&lt;!here&gt; @\u{200B}here");
     assert_eq!(v["b2"], "<x>", "webhook bodies are not markup");
     assert_eq!(v["c"], "@\u{200B}here");
     assert_eq!(v["d"], "#D13438");
@@ -813,7 +980,8 @@ fn builtin_payloads_match_the_snapshots() {
     let hostile = parse(ALERT_HOSTILE);
     let deleted = deleted_event();
     let proposal = parse(EVENT_PROPOSAL);
-    let cases: [(&str, &Value, Option<&Value>, Option<&str>); 6] = [
+    let hostile_events = hostile_event_cases();
+    let mut cases: Vec<(&str, &Value, Option<&Value>, Option<&str>)> = vec![
         ("created", &created, Some(&alert), None),
         ("updated-minimal", &updated, Some(&minimal), None),
         ("created-hostile", &created, Some(&hostile), None),
@@ -826,12 +994,15 @@ fn builtin_payloads_match_the_snapshots() {
         ("deleted", &deleted, None, None),
         ("content-proposal", &proposal, None, None),
     ];
+    for (case, event, alert, error) in &hostile_events {
+        cases.push((case, event, alert.as_ref(), *error));
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/snapshots");
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut stale = Vec::new();
     for kind in TargetKind::ALL {
         let target = kind.as_str();
-        for (case, event, alert, error) in cases {
+        for &(case, event, alert, error) in &cases {
             let body = renderer
                 .render(target, &input(event, alert, error, target))
                 .unwrap()

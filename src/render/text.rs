@@ -60,7 +60,10 @@ fn cut(s: &str, max: usize, measure: impl Fn(&str) -> usize, ellipsis_cost: usiz
 ///
 /// - `slack`: mrkdwn control characters `&`, `<`, `>` become `&amp;`, `&lt;`, `&gt;` (Slack's
 ///   documented escaping). This turns `<!channel>` and `<url|label>` in alert data into plain
-///   text, so an attacker-controlled title cannot ping a channel or fake a link.
+///   text, so an attacker-controlled title cannot ping a channel or fake a link. Markdown
+///   links `[text](url)` are broken as for Teams and mentions neutralised as for Mattermost:
+///   mrkdwn ignores both, but Slack's `markdown` block and `link_names` do not, and a user
+///   template may use either.
 /// - `mattermost`, `chime`: Markdown. `&`, `<`, `>` become entities (Mattermost converts
 ///   Slack-style `<url|label>` links, and entities survive that), other inline Markdown
 ///   punctuation is backslash-escaped, and mentions are neutralised ([`neutralize_mentions`]).
@@ -70,13 +73,39 @@ fn cut(s: &str, max: usize, measure: impl Fn(&str) -> usize, ellipsis_cost: usiz
 /// - `webhook`, `console`: unchanged (JSON and console output have no markup).
 pub fn md_escape(s: &str, kind: TargetKind) -> Cow<'_, str> {
     match kind {
-        TargetKind::Slack => slack_escape(s),
+        TargetKind::Slack => {
+            Cow::Owned(neutralize_mentions(&break_markdown_links(&slack_escape(s))).into_owned())
+        }
         TargetKind::Mattermost | TargetKind::Chime => {
             Cow::Owned(neutralize_mentions(&markdown_escape(s)).into_owned())
         }
-        TargetKind::Teams if s.contains("](") => Cow::Owned(s.replace("](", "]\u{200B}(")),
-        TargetKind::Teams | TargetKind::Webhook | TargetKind::Console => Cow::Borrowed(s),
+        TargetKind::Teams => break_markdown_links(s),
+        TargetKind::Webhook | TargetKind::Console => Cow::Borrowed(s),
     }
+}
+
+/// Break Markdown links `[text](url)` with a zero-width space between `]` and `(`: the text
+/// still reads the same, but no renderer sees a link, so data cannot show a disguised one.
+pub fn break_markdown_links(s: &str) -> Cow<'_, str> {
+    if s.contains("](") {
+        Cow::Owned(s.replace("](", "]\u{200B}("))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// One line of text: line breaks and tabs (`\r`, `\n`, `\t`, U+0085, U+2028, U+2029) become
+/// spaces.
+///
+/// For values shown on a single line (an id, an action, a summary): a newline in event data
+/// must not start a line of its own that looks like one of the relay's (`Link: https://evil`
+/// on the console, a list item or heading in Markdown).
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    let breaks = |c: char| matches!(c, '\r' | '\n' | '\t' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    if !s.contains(breaks) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().map(|c| if breaks(c) { ' ' } else { c }).collect())
 }
 
 /// Slack mrkdwn escaping: `&` → `&amp;`, `<` → `&lt;`, `>` → `&gt;`, nothing else.
@@ -126,8 +155,10 @@ pub fn markdown_escape(s: &str) -> Cow<'_, str> {
 /// room, and `@name` pings a person: alert data must never do that. A mention is an `@` at the
 /// start or after a non-alphanumeric character, followed by a letter, digit or `_`; an e-mail
 /// address (`user@example.com`, `@` after a letter) is left intact so it still reads and links.
+/// Slack-style `<!channel>` and `<@U123>` (which Mattermost expands too) get the zero-width
+/// space after the `<`, for plain-text fields that are not entity-escaped.
 pub fn neutralize_mentions(s: &str) -> Cow<'_, str> {
-    if !s.contains('@') {
+    if !s.contains('@') && !s.contains("<!") {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -135,6 +166,9 @@ pub fn neutralize_mentions(s: &str) -> Cow<'_, str> {
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         out.push(c);
+        if c == '<' && chars.peek().is_some_and(|n| matches!(n, '!' | '@')) {
+            out.push('\u{200B}');
+        }
         if c == '@' {
             let starts_word = prev.is_none_or(|p| !p.is_alphanumeric());
             let next_is_name = chars
@@ -249,10 +283,16 @@ mod tests {
             md_escape("<!channel> a & <https://x|y>", TargetKind::Slack),
             "&lt;!channel&gt; a &amp; &lt;https://x|y&gt;"
         );
-        assert!(matches!(
-            md_escape("plain", TargetKind::Slack),
-            Cow::Borrowed(_)
-        ));
+        assert_eq!(
+            md_escape("@channel [x](https://evil) a@b.c", TargetKind::Slack),
+            "@\u{200B}channel [x]\u{200B}(https://evil) a@b.c"
+        );
+    }
+
+    #[test]
+    fn one_line_turns_line_breaks_into_spaces() {
+        assert_eq!(one_line("a\r\nb\tc\u{2028}d"), "a  b c d");
+        assert!(matches!(one_line("AL1 x"), Cow::Borrowed(_)));
     }
 
     #[test]
@@ -264,6 +304,10 @@ mod tests {
         );
         let out = md_escape("hi @All and @Present", TargetKind::Chime);
         assert_eq!(out, "hi @\u{200B}All and @\u{200B}Present");
+        assert_eq!(
+            neutralize_mentions("<!channel> <@U1> <b>"),
+            "<\u{200B}!channel> <\u{200B}@\u{200B}U1> <b>"
+        );
         assert_eq!(md_escape("*x*", TargetKind::Teams), "*x*");
         assert_eq!(
             md_escape("[a](http://e)", TargetKind::Teams),

@@ -58,15 +58,17 @@ fn mutated_event() -> impl Strategy<Value = Value> {
         Just(Some(json!("alert"))),
         Just(Some(json!(2))),
     ];
+    let short_id = prop_oneof![
+        Just(None),
+        json_value().prop_map(Some),
+        "[A-Za-z0-9]{0,40}".prop_map(|s| Some(json!(s))),
+    ];
     (
-        field.clone(),
-        field.clone(),
-        field.clone(),
-        field.clone(),
-        field,
+        (field.clone(), field.clone(), field.clone()),
+        (field.clone(), field, short_id),
         0usize..1000,
     )
-        .prop_map(|(kind, action, version, uuid, metadata, n)| {
+        .prop_map(|((kind, action, version), (uuid, metadata, short_id), n)| {
             let mut e = alert_event(n);
             let mut set = |ptr: &str, v: Option<Value>| {
                 let (parent, key) = ptr.rsplit_once('/').unwrap();
@@ -86,6 +88,7 @@ fn mutated_event() -> impl Strategy<Value = Value> {
             set("/action", action);
             set("/metadata/version", version);
             set("/attributes/uuid", uuid);
+            set("/attributes/short_id", short_id);
             if let Some(m) = metadata.filter(|m| !m.is_object()) {
                 set("/metadata", Some(m));
             }
@@ -120,6 +123,15 @@ fn arbitrary_json_is_accepted_or_not_v2_never_not_json() {
                     prop_assert!(value["action"].as_str().is_some_and(|s| !s.is_empty()));
                     prop_assert!(value["metadata"].is_object());
                     prop_assert!(e.kind != "alert" || e.uuid.is_some());
+                    // A short id, when there is one, is short ASCII alphanumerics.
+                    match &value["attributes"]["short_id"] {
+                        Value::Null => {}
+                        Value::String(s) => prop_assert!(
+                            s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric()),
+                            "accepted short id {s:?}"
+                        ),
+                        other => prop_assert!(false, "accepted short id {other}"),
+                    }
                 }
                 Err(EventError::NotV2(m)) => prop_assert!(!m.is_empty()),
                 Err(EventError::NotJson(m)) => {

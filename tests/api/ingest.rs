@@ -288,3 +288,75 @@ async fn health_and_readiness() {
     assert_eq!(s, 404);
     assert!(b["detail"].as_str().is_some());
 }
+
+/// Issue 16: the short id is printed in every message and builds the alert link, so one that
+/// is not a SEKOIA.IO short id (1–32 ASCII letters and digits) is refused at the door with a
+/// 422 that says why, and nothing is stored, enriched or sent; a real one still gets through.
+#[tokio::test]
+async fn a_short_id_that_is_not_one_is_422_and_nothing_is_delivered() {
+    use wiremock::matchers::{body_string_contains, method};
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    wiremock::Mock::given(method("POST"))
+        .and(body_string_contains("evil.example"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(0)
+        .named("nothing from a refused event")
+        .mount(&app.chat)
+        .await;
+    wiremock::Mock::given(method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(2)
+        .named("the real event, to teams and slack")
+        .mount(&app.chat)
+        .await;
+
+    let mut refused = vec![fixture_json("webhook-alert-hostile.json")];
+    for short_id in [
+        json!("[Open alert in SEKOIA.IO](https://evil.example/login)"),
+        json!("<!channel>"),
+        json!("AL1 @all"),
+        json!("ALEY4fqz8moo\n"),
+        json!("x".repeat(33)),
+        json!(12345),
+        json!({"href": "https://evil.example"}),
+    ] {
+        let mut event = alert_event(1);
+        event["attributes"]["short_id"] = short_id;
+        refused.push(event);
+    }
+    for event in &refused {
+        let (status, body) = detail(app.post_event(event).await).await;
+        assert_eq!(status, 422, "{event}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("attributes.short_id") && detail.contains("letters and digits"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("evil"),
+            "the detail does not echo the value: {detail}"
+        );
+    }
+
+    // The same event with a real short id is accepted and delivered.
+    let (status, _) = detail(app.post_event(&alert_event(1)).await).await;
+    assert_eq!(status, 202);
+    wait_for(&app.chat, "/teams", 1, Duration::from_secs(5)).await;
+    wait_for(&app.chat, "/slack", 1, Duration::from_secs(5)).await;
+    // Time for a wrongly stored refused event to be delivered too, before verifying.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.chat.verify().await;
+    let alert_fetches = app.sekoia.received_requests().await.unwrap_or_default();
+    assert!(
+        alert_fetches.iter().all(|r| r
+            .url
+            .path()
+            .ends_with("00000000-0000-4000-8000-000000000001")),
+        "only the accepted event was enriched: {:?}",
+        alert_fetches
+            .iter()
+            .map(|r| r.url.path().to_string())
+            .collect::<Vec<_>>()
+    );
+}
