@@ -394,7 +394,7 @@ impl Deliverer {
         };
         let enrichment = self.alerts.enrich(&creds, &event).await;
         let (alert, error) = match &enrichment {
-            Enrichment::Enriched(a) => (Some(a.as_ref()), None),
+            Enrichment::Enriched(a) => (Some(a.json()), None),
             Enrichment::Unavailable(reason) => (None, Some(reason.as_str())),
             Enrichment::NotApplicable => (None, None),
         };

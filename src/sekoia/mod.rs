@@ -18,6 +18,7 @@
 //!   the chat message, so the alert still goes out (SPEC §5). The key never appears in logs,
 //!   reasons or errors, and logs show the API host only.
 
+mod alert;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,8 @@ use crate::domain::event::WebhookEvent;
 use crate::metrics::{EnrichmentOutcome, Metrics};
 use crate::telemetry::redact_url;
 
+pub use alert::Alert;
+use alert::{AlertMemory, ALERT_MEMORY, CACHE_MEMORY, MAX_ALERT_BYTES};
 pub(crate) use policy::RetryTuning;
 use policy::{
     backoff_delay, classify_status, error_excerpt, next_delay, parse_retry_after, StatusClass,
@@ -44,21 +47,10 @@ use policy::{
 
 const USER_AGENT: &str = concat!("sekoia-relay/", env!("CARGO_PKG_VERSION"));
 const QUERY: &str = "stix=false&comments=false&countermeasures=false&history=false";
-/// Largest alert body accepted. Real `stix=false` alerts are a few KiB: the realistic fixture
-/// is 7 KiB and the hostile one, with every field at its worst, 21 KiB, so 2 MiB is a margin
-/// of about 100× that no real alert reaches, while a hostile or broken API cannot make the
-/// relay buffer more.
-pub(crate) const MAX_ALERT_BYTES: usize = 2 * 1024 * 1024;
-/// Alert bytes being read at once, over all calls: two maximal bodies, or hundreds of real
-/// ones. With the per-body cap this bounds the memory a storm of hostile answers can take.
-const IN_FLIGHT_ALERT_BYTES: usize = 2 * MAX_ALERT_BYTES;
-/// Alert bytes the cache keeps (weighed by body size, not by entry).
 /// Largest part of an error body read, for the log excerpt.
 const MAX_ERROR_BYTES: usize = 4 * 1024;
-/// At the default pace (5 calls/s, 60 s TTL) about 300 real alerts (≈ 2 MiB) live, so the
-/// cap only binds with the rate limit off (load tests), where an entry is needed for
-/// milliseconds (the targets of one event), or with huge answers, whose memory it bounds.
-const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Weight of a cached outcome that holds no alert, so failures stay bounded in number too.
+const CACHED_FAILURE_WEIGHT: u32 = 256;
 
 /// The API base and key for one hook (per-hook overrides already applied by the caller).
 #[derive(Debug, Clone)]
@@ -71,7 +63,7 @@ pub struct Credentials {
 #[derive(Debug, Clone)]
 pub enum Enrichment {
     /// The alert object as returned by the Alert API.
-    Enriched(Arc<Value>),
+    Enriched(Arc<Alert>),
     /// Why details are unavailable, for the message ("SEKOIA.IO API answered 404 (alert not
     /// found)", "no API key configured", "API unavailable for 120 s (last: HTTP 503)").
     /// Never contains the key or the full URL.
@@ -98,9 +90,9 @@ struct CacheKey {
 /// The Alert API client, shared in an `Arc` by all delivery workers.
 pub struct AlertClient {
     http: reqwest::Client,
-    cache: Cache<CacheKey, Cached>,
-    /// Permits are bytes of alert bodies being read (see [`IN_FLIGHT_ALERT_BYTES`]).
-    reading: Arc<tokio::sync::Semaphore>,
+    cache: Cache<CacheKey, Enrichment>,
+    /// What every alert in memory is charged to (see [`alert`]).
+    memory: AlertMemory,
     limiter: Option<DefaultDirectRateLimiter>,
     deadline: Duration,
     tuning: RetryTuning,
@@ -114,13 +106,6 @@ impl std::fmt::Debug for AlertClient {
             .field("rate_limited", &self.limiter.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A cached outcome and the body size it weighs in the cache.
-#[derive(Debug, Clone)]
-struct Cached {
-    enrichment: Enrichment,
-    bytes: u32,
 }
 
 /// Log fields of one enrichment.
@@ -138,8 +123,7 @@ struct Failure {
 }
 
 enum Attempt {
-    /// Settled, with the size of the body it was read from.
-    Done(Enrichment, usize),
+    Done(Enrichment),
     Retry(Failure),
 }
 
@@ -169,9 +153,11 @@ impl AlertClient {
             .build()
             .map_err(SekoiaError::HttpClient)?;
         let cache = Cache::builder()
-            .max_capacity(CACHE_BYTES)
-            // Small entries (failures) still weigh something so their count stays bounded.
-            .weigher(|_, v: &Cached| v.bytes.max(256))
+            .max_capacity(CACHE_MEMORY as u64)
+            .weigher(|_, v: &Enrichment| match v {
+                Enrichment::Enriched(a) => u32::try_from(a.charge()).unwrap_or(u32::MAX),
+                _ => CACHED_FAILURE_WEIGHT,
+            })
             .time_to_live(Duration::from_secs(settings.cache_ttl_secs))
             .build();
         // Evenly spaced (burst of 1): SEKOIA's WAF guidance is "at most 5 requests per second",
@@ -182,7 +168,7 @@ impl AlertClient {
         Ok(AlertClient {
             http,
             cache,
-            reading: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_ALERT_BYTES)),
+            memory: AlertMemory::new(ALERT_MEMORY),
             limiter,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
             tuning,
@@ -252,25 +238,28 @@ impl AlertClient {
         self.cache
             .get_with(cache_key, self.fetch(url, auth, &ctx))
             .await
-            .enrichment
     }
 
-    /// Call the API until it settles the outcome or the deadline passes.
-    async fn fetch(&self, url: url::Url, auth: HeaderValue, ctx: &Ctx<'_>) -> Cached {
-        let (enrichment, bytes) = self.fetch_sized(url, auth, ctx).await;
-        Cached {
-            enrichment,
-            bytes: bytes.min(u32::MAX as usize) as u32,
+    /// Reserve `n` units of alert memory, waiting for deliveries to release theirs.
+    ///
+    /// The cache evicts lazily, so while we wait it may hold more than its weighed capacity:
+    /// every 50 ms of waiting, its pending evictions are run, which returns the memory of
+    /// entries over capacity (otherwise a full budget could wait on the cache forever).
+    async fn reserve(&self, n: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let wait = self.memory.reserve(n);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                permit = &mut wait => return permit,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    self.cache.run_pending_tasks().await;
+                }
+            }
         }
     }
 
-    /// [`AlertClient::fetch`], with the size of the body the outcome came from.
-    async fn fetch_sized(
-        &self,
-        url: url::Url,
-        auth: HeaderValue,
-        ctx: &Ctx<'_>,
-    ) -> (Enrichment, usize) {
+    /// Call the API until it settles the outcome or the deadline passes.
+    async fn fetch(&self, url: url::Url, auth: HeaderValue, ctx: &Ctx<'_>) -> Enrichment {
         let mut deadline: Option<Instant> = None;
         let mut first_failure: Option<Instant> = None;
         let mut attempt: u32 = 0;
@@ -285,7 +274,7 @@ impl AlertClient {
                 }
             }
             let failure = match self.attempt(url.clone(), auth.clone(), ctx, attempt).await {
-                Attempt::Done(outcome, bytes) => return (outcome, bytes),
+                Attempt::Done(outcome) => return outcome,
                 Attempt::Retry(failure) => failure,
             };
             let now = Instant::now();
@@ -297,8 +286,10 @@ impl AlertClient {
                     alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,
                     "SEKOIA.IO API still failing after the enrichment deadline; sending the alert unenriched"
                 );
-                let reason = format!("API unavailable for {secs} s (last: {})", failure.last);
-                return (Enrichment::Unavailable(reason), 0);
+                return Enrichment::Unavailable(format!(
+                    "API unavailable for {secs} s (last: {})",
+                    failure.last
+                ));
             }
             let backoff = backoff_delay(attempt, self.tuning, rand::random::<f64>());
             let delay = next_delay(backoff, failure.retry_after, until - now);
@@ -332,41 +323,49 @@ impl AlertClient {
         let status = resp.status().as_u16();
         match classify_status(status) {
             StatusClass::Success => {
-                // Wait for room in the shared byte budget before reading: hostile answers then
-                // queue instead of adding up (the request already went out; only reading waits).
-                let want = read_budget(resp.content_length(), MAX_ALERT_BYTES);
-                let Ok(_room) = self.reading.acquire_many(want).await else {
-                    return Attempt::Done(Enrichment::Unavailable("shutting down".into()), 0);
+                // Reserve memory before reading: hostile answers then wait their turn instead
+                // of adding up (the request already went out; only reading waits).
+                let Some(reserved) = self.reserve(alert::reservation(resp.content_length())).await
+                else {
+                    return Attempt::Done(Enrichment::Unavailable("shutting down".into()));
                 };
-                match read_limited(&mut resp, MAX_ALERT_BYTES).await {
-                    Ok((body, false)) => match serde_json::from_slice::<Value>(&body) {
-                        Ok(alert @ Value::Object(_)) => {
-                            tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, "alert fetched");
-                            Attempt::Done(Enrichment::Enriched(Arc::new(alert)), body.len())
-                        }
-                        _ => {
-                            tracing::warn!(
-                                alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status,
-                                excerpt = %error_excerpt(&body),
-                                "SEKOIA.IO API answered with a body that is not a JSON object"
-                            );
-                            Attempt::Done(Enrichment::Unavailable(format!(
-                                "SEKOIA.IO API answered {status} with a body that is not a JSON alert"
-                            )), 0)
-                        }
-                    },
+                let body = match read_limited(&mut resp, MAX_ALERT_BYTES).await {
+                    Ok((body, false)) => body,
                     Ok((_, true)) => {
                         tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, limit = MAX_ALERT_BYTES, "alert body too large");
-                        Attempt::Done(
-                            Enrichment::Unavailable(format!(
-                                "SEKOIA.IO API answered {status} with a body over {} MiB",
-                                MAX_ALERT_BYTES / (1024 * 1024)
-                            )),
-                            0,
-                        )
+                        return Attempt::Done(Enrichment::Unavailable(format!(
+                            "SEKOIA.IO API answered {status} with a body over {} MiB",
+                            MAX_ALERT_BYTES / (1024 * 1024)
+                        )));
                     }
                     // The body broke off (reset, timeout): as transient as a failed request.
-                    Err(e) => Attempt::Retry(transport_failure(e, ctx, attempt)),
+                    Err(e) => return Attempt::Retry(transport_failure(e, ctx, attempt)),
+                };
+                let json = match serde_json::from_slice::<Value>(&body) {
+                    Ok(json @ Value::Object(_)) => json,
+                    _ => {
+                        tracing::warn!(
+                            alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status,
+                            excerpt = %error_excerpt(&body),
+                            "SEKOIA.IO API answered with a body that is not a JSON object"
+                        );
+                        return Attempt::Done(Enrichment::Unavailable(format!(
+                            "SEKOIA.IO API answered {status} with a body that is not a JSON alert"
+                        )));
+                    }
+                };
+                drop(body);
+                match alert::admit(json, reserved) {
+                    Ok(alert) => {
+                        tracing::debug!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, "alert fetched");
+                        Attempt::Done(Enrichment::Enriched(Arc::new(alert)))
+                    }
+                    Err(too_large) => {
+                        tracing::warn!(alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, parsed_bytes = too_large.charge, "alert too large once parsed");
+                        Attempt::Done(Enrichment::Unavailable(format!(
+                            "SEKOIA.IO API answered {status} with an alert too large to keep in memory"
+                        )))
+                    }
                 }
             }
             StatusClass::Redirect => {
@@ -381,12 +380,9 @@ impl AlertClient {
                     alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, status, to = %to,
                     "SEKOIA.IO API answered with a redirect, which is never followed: check sekoia.api_url (region); sending the alert unenriched"
                 );
-                Attempt::Done(
-                    Enrichment::Unavailable(format!(
-                        "SEKOIA.IO API redirected to {to} (HTTP {status}): check api_url"
-                    )),
-                    0,
-                )
+                Attempt::Done(Enrichment::Unavailable(format!(
+                    "SEKOIA.IO API redirected to {to} (HTTP {status}): check api_url"
+                )))
             }
             StatusClass::Retry => {
                 let retry_after = resp
@@ -424,10 +420,9 @@ impl AlertClient {
                         "unexpected answer"
                     }
                 };
-                Attempt::Done(
-                    Enrichment::Unavailable(format!("SEKOIA.IO API answered {status} ({reason})")),
-                    0,
-                )
+                Attempt::Done(Enrichment::Unavailable(format!(
+                    "SEKOIA.IO API answered {status} ({reason})"
+                )))
             }
         }
     }
@@ -452,16 +447,6 @@ fn alert_url(api_url: &str, uuid: &str) -> Option<url::Url> {
     url.set_query(Some(QUERY));
     url.set_fragment(None);
     Some(url)
-}
-
-/// Bytes to reserve in the shared read budget for one alert body.
-///
-/// Rule: the announced `Content-Length` (at least 1), or the per-body cap when the length is
-/// unknown or larger. Reason: reserving up front, in one go, can never deadlock (a reader never
-/// holds part of the budget while waiting for more), and a body can never exceed the cap.
-fn read_budget(content_length: Option<u64>, cap: usize) -> u32 {
-    let n = content_length.map_or(cap as u64, |n| n.clamp(1, cap as u64));
-    n.min(u32::MAX as u64) as u32
 }
 
 /// Classify and log a request that got no (complete) answer. The URL is stripped from the
@@ -494,7 +479,9 @@ async fn read_limited(
     resp: &mut reqwest::Response,
     limit: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut buf = Vec::new();
+    // Sized once from the announced length: growing by doubling would hold up to twice the body.
+    let announced = resp.content_length().unwrap_or(0).min(limit as u64 + 1);
+    let mut buf = Vec::with_capacity(announced as usize);
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(buf.len());
         if chunk.len() > room {

@@ -99,7 +99,7 @@ fn unavailable(outcome: &Enrichment) -> &str {
 
 fn enriched(outcome: &Enrichment) -> &Value {
     match outcome {
-        Enrichment::Enriched(alert) => alert,
+        Enrichment::Enriched(alert) => alert.json(),
         other => panic!("expected Enriched, got {other:?}"),
     }
 }
@@ -633,23 +633,6 @@ async fn the_global_rate_limit_spaces_requests() {
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
-#[test]
-fn read_budgets_follow_the_announced_length_up_to_the_cap() {
-    assert_eq!(
-        super::read_budget(Some(7_000), super::MAX_ALERT_BYTES),
-        7_000
-    );
-    assert_eq!(super::read_budget(Some(0), super::MAX_ALERT_BYTES), 1);
-    assert_eq!(
-        super::read_budget(Some(u64::MAX), super::MAX_ALERT_BYTES),
-        super::MAX_ALERT_BYTES as u32
-    );
-    assert_eq!(
-        super::read_budget(None, super::MAX_ALERT_BYTES),
-        super::MAX_ALERT_BYTES as u32
-    );
-}
-
 #[tokio::test]
 async fn redirects_are_never_followed_even_to_a_server_serving_the_alert() {
     for status in [301, 302, 307, 308] {
@@ -693,11 +676,11 @@ fn alert_of_size(bytes: usize) -> String {
 }
 
 #[tokio::test]
-async fn an_alert_body_over_2_mib_is_unavailable_and_a_large_real_one_is_fine() {
+async fn an_alert_body_over_1_mib_is_unavailable_and_a_large_one_under_it_is_fine() {
     let server = MockServer::start().await;
     Mock::given(path(ALERT_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_raw(
-            alert_of_size(super::MAX_ALERT_BYTES + 1),
+            alert_of_size(alert::MAX_ALERT_BYTES + 1),
             "application/json",
         ))
         .expect(1)
@@ -708,13 +691,13 @@ async fn an_alert_body_over_2_mib_is_unavailable_and_a_large_real_one_is_fine() 
         .await;
     assert_eq!(
         unavailable(&outcome),
-        "SEKOIA.IO API answered 200 with a body over 2 MiB"
+        "SEKOIA.IO API answered 200 with a body over 1 MiB"
     );
 
     let server = MockServer::start().await;
     Mock::given(path(ALERT_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_raw(
-            alert_of_size(super::MAX_ALERT_BYTES - 16 * 1024),
+            alert_of_size(alert::MAX_ALERT_BYTES - 16 * 1024),
             "application/json",
         ))
         .expect(1)
@@ -728,12 +711,12 @@ async fn an_alert_body_over_2_mib_is_unavailable_and_a_large_real_one_is_fine() 
 
 #[tokio::test]
 async fn concurrent_large_answers_all_complete_within_the_read_budget() {
-    // Ten near-cap bodies at once against a budget of two: they queue for the budget, none is
-    // refused or lost.
+    // Ten near-cap bodies at once, more than the memory budget holds: they wait for memory
+    // in turn, none is refused or lost.
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(
-            alert_of_size(super::MAX_ALERT_BYTES - 16 * 1024),
+            alert_of_size(alert::MAX_ALERT_BYTES - 16 * 1024),
             "application/json",
         ))
         .expect(10)
@@ -749,15 +732,25 @@ async fn concurrent_large_answers_all_complete_within_the_read_budget() {
                 "/attributes/uuid",
                 Value::from(format!("00000000-0000-4000-8000-{n:012}")),
             );
-            client.enrich(&creds(&uri), &ev).await
+            // Like a delivery task: the alert is used, then dropped.
+            matches!(client.enrich(&creds(&uri), &ev).await, Enrichment::Enriched(_))
         }));
     }
     for t in tasks {
-        assert!(matches!(t.await.expect("task"), Enrichment::Enriched(_)));
+        assert!(t.await.expect("task"), "enriched");
+    }
+    // Emptying the cache (lazily evicted) returns the rest.
+    client.cache.invalidate_all();
+    for _ in 0..50 {
+        client.cache.run_pending_tasks().await;
+        if client.memory.available() == alert::ALERT_MEMORY {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
-        client.reading.available_permits(),
-        super::IN_FLIGHT_ALERT_BYTES,
+        client.memory.available(),
+        alert::ALERT_MEMORY,
         "every reservation returned"
     );
 }
