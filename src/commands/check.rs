@@ -815,6 +815,39 @@ mod tests {
     }
 
     #[test]
+    fn type_mismatched_comparisons_are_problems() {
+        let s = settings(
+            r#"
+            [targets.out]
+            kind = "console"
+            [[hooks]]
+            name = "soc"
+            id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.urgency.current_value >= '50'"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.rule.name == 42"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.title > 5"
+            "#,
+        );
+        let r = check_settings(&s);
+        assert!(!r.ok());
+        let text = r.to_text();
+        for expected in [
+            "route 1 ([[hooks.routes]] #1): `when` = \"alert.urgency.current_value >= '50'\" fails at run time",
+            "compares a number with a string",
+            "`alert.rule.name == 42` compares a string with a number",
+            "`alert.title > 5` compares a string with a number",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in:\n{text}");
+        }
+    }
+
+    #[test]
     fn world_readable_config_with_secrets_is_a_warning() {
         let s = settings(
             r#"
