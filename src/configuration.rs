@@ -64,6 +64,8 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
     pub trusted_proxies: Vec<IpNet>,
+    /// A second listener for `GET /metrics` only; empty = the main listener serves it.
+    pub metrics_listen: String,
 }
 
 impl Default for ServerSettings {
@@ -75,6 +77,7 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 10,
             log_format: LogFormat::Pretty,
             trusted_proxies: Vec::new(),
+            metrics_listen: String::new(),
         }
     }
 }
@@ -515,6 +518,14 @@ impl Settings {
             problems.push(format!(
                 "server.listen = {:?} is not an address like 127.0.0.1:8000",
                 self.server.listen
+            ));
+        }
+        if !self.server.metrics_listen.is_empty()
+            && self.server.metrics_listen.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "server.metrics_listen = {:?} is not an address like 127.0.0.1:9100",
+                self.server.metrics_listen
             ));
         }
         if self.server.max_body_bytes == 0 {

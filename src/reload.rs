@@ -124,6 +124,10 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let (ok, nk) = (&old.sekoia, &new.sekoia);
     let checks = [
         ("server.listen", os.listen != ns.listen),
+        (
+            "server.metrics_listen",
+            os.metrics_listen != ns.metrics_listen,
+        ),
         ("server.log_format", os.log_format != ns.log_format),
         (
             "server.shutdown_grace_secs",

@@ -665,9 +665,39 @@ pub fn permission_warning(path: &Path, mode: u32, settings: &Settings) -> Option
     })
 }
 
+/// The id of the demo hook in the shipped `config.toml`: public, since it is in the repository.
+pub const DEMO_HOOK_ID: &str = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e";
+
+/// Warnings about what the internet can reach once `server.public_url` is set (logged at
+/// startup too).
+///
+/// Rule: with a `public_url`, warn about a hook still using the shipped demo id, and about
+/// `/metrics` served on the public listener (no `server.metrics_listen`). Reason: the demo id
+/// is in the repository, so anyone can post alerts to a relay that kept it; and the tunnel or
+/// proxy that forwards the hooks forwards `/metrics` too, which names every hook and target.
+/// Without a `public_url` the relay is presumed local, and the demo hook is the quick start.
+pub fn exposure_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    if settings.server.public_url.is_empty() {
+        return out;
+    }
+    for h in settings.hooks.iter().filter(|h| h.id == DEMO_HOOK_ID) {
+        out.push(format!(
+            "hook {:?} uses the demo id shipped in config.toml, which is public: delete that hook (or give it a new id with `sekoia-relay new-hook`) before exposing the relay at server.public_url",
+            h.name
+        ));
+    }
+    if settings.server.metrics_listen.is_empty() {
+        out.push(
+            "GET /metrics is served on the listener that server.public_url exposes: set server.metrics_listen (e.g. \"127.0.0.1:9100\") to serve it on a private address only".into(),
+        );
+    }
+    out
+}
+
 /// Warnings that do not stop the relay but deserve attention.
 pub fn settings_warnings(settings: &Settings) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = exposure_warnings(settings);
     for h in &settings.hooks {
         let n = h.id.chars().count();
         if n < MIN_HOOK_ID_CHARS {
@@ -845,6 +875,28 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_public_url_with_the_demo_hook_or_public_metrics_is_a_warning() {
+        let local = format!(
+            "[targets.out]\nkind = \"console\"\n[[hooks]]\nname = \"demo\"\nid = \"{DEMO_HOOK_ID}\"\ntargets = [\"out\"]\n"
+        );
+        assert!(
+            exposure_warnings(&settings(&local)).is_empty(),
+            "local: the quick start"
+        );
+        let public = format!("[server]\npublic_url = \"https://x.ngrok-free.app\"\n{local}");
+        let w = settings_warnings(&settings(&public)).join("\n");
+        assert!(w.contains("hook \"demo\" uses the demo id"), "{w}");
+        assert!(w.contains("server.metrics_listen"), "{w}");
+        let fixed = public
+            .replace(DEMO_HOOK_ID, "0b9a0a9e-3f7c-4a4e-9a8e-2f0c2b9f6a11")
+            .replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:9100\"\n",
+            );
+        assert!(exposure_warnings(&settings(&fixed)).is_empty());
     }
 
     #[test]
