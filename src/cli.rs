@@ -30,10 +30,18 @@ pub enum Command {
     /// report without alert, an alert whose enrichment failed) and validates each body for its
     /// kind: JSON, Adaptive Card schema (Teams), Block Kit (Slack), size limits (Chime 4096
     /// bytes, ...). Problems name the file and line. No network, no store.
+    ///
+    /// With --online, also calls the Alert API once per distinct API URL and key (a cheap
+    /// authenticated read) and reports whether each key works: ok, 401 (invalid, expired or
+    /// another region), 403 (missing SIC_READ_ALERTS), wrong api_url, unreachable.
     #[command(
-        after_help = "Examples:\n  sekoia-relay check\n  sekoia-relay --config /etc/sekoia-relay/config.toml check && systemctl reload sekoia-relay"
+        after_help = "Examples:\n  sekoia-relay check\n  SEKOIA_API_KEY=... sekoia-relay check --online\n  sekoia-relay --config /etc/sekoia-relay/config.toml check && systemctl reload sekoia-relay"
     )]
-    Check,
+    Check {
+        /// Also verify each API key against the Alert API (the only network use of `check`)
+        #[arg(long)]
+        online: bool,
+    },
     /// Print the exact request body each target of a hook would receive for an event (offline)
     ///
     /// Applies the hook's routing rules, then renders each reached target's template. Bodies go

@@ -32,8 +32,15 @@ async fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = configuration::config_path(args.config);
-    if let Command::Check = &command {
-        let report = commands::check::run(&path);
+    if let Command::Check { online } = &command {
+        let mut report = commands::check::run(&path);
+        if *online {
+            // Only a config that loads has keys to verify; a broken one is already reported.
+            if let Ok(settings) = configuration::load(&path) {
+                let checks = commands::verify::run(&settings).await;
+                commands::verify::add_to_report(&mut report, &checks);
+            }
+        }
         print!("{}", report.to_text());
         return Ok(exit(report.ok()));
     }
@@ -48,7 +55,10 @@ async fn run() -> anyhow::Result<ExitCode> {
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("cannot listen for SIGHUP")?;
             let shutdown = shutdown_signal().context("cannot listen for SIGTERM/SIGINT")?;
+            let for_key_check = settings.clone();
             let app = Application::build(settings).await.context("cannot start")?;
+            // In the background: a slow or unreachable API must not delay serving.
+            tokio::spawn(commands::verify::log_at_startup(for_key_check));
             #[cfg(unix)]
             tokio::spawn(reload_on_sighup(hangup, app.reload_handle(), path));
             app.run_until(shutdown).await?;
@@ -82,7 +92,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             print!("{}", report.to_text());
             return Ok(exit(report.delivered));
         }
-        Command::NewHook { .. } | Command::Check => {}
+        Command::NewHook { .. } | Command::Check { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

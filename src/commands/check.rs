@@ -29,6 +29,8 @@ pub const MIN_HOOK_ID_CHARS: usize = 32;
 pub struct Report {
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// What went well and is worth saying (`check --online`: a key that works).
+    pub notes: Vec<String>,
     /// One line about what was checked.
     pub summary: String,
 }
@@ -46,6 +48,9 @@ impl Report {
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("ok: {n}\n"));
         }
         out.push_str(&format!(
             "{}: {} problem(s), {} warning(s){}\n",
@@ -126,8 +131,7 @@ pub fn run(path: &Path) -> Report {
         }
         Err(e) => Report {
             problems: config_problems(path, &e),
-            warnings: Vec::new(),
-            summary: String::new(),
+            ..Report::default()
         },
     }
 }

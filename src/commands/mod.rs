@@ -6,6 +6,7 @@ pub mod check;
 pub mod render;
 pub mod samples;
 pub mod send_test;
+pub mod verify;
 
 use std::path::PathBuf;
 

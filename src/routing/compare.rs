@@ -480,7 +480,7 @@ mod tests {
         let source = rewrite("alert.title == 1 or alert.urgency.value > '5'").unwrap();
         let text = format!("{{{{ {source} }}}}");
         let tmpl = env.template_from_str(&text).unwrap();
-        let mut c: serde_json::Value = serde_json::to_value(&ctx()).unwrap();
+        let mut c: serde_json::Value = serde_json::to_value(ctx()).unwrap();
         c[COLLECT_VAR] = serde_json::json!(true);
         let captured = tmpl
             .render_captured(&c)

@@ -21,6 +21,7 @@
 mod policy;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
