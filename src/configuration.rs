@@ -337,8 +337,27 @@ pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config.toml"))
 }
 
+/// Whether `${VAR}`s in secret keys must resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Every variable must be set (the server, `check`, `send-test`).
+    Resolve,
+    /// A missing variable in a secret key (a target's `url` or `headers`, an `api_key`) reads
+    /// as [`UNRESOLVED_SECRET`]: for commands that send nothing (`urls`, `dead-letters`,
+    /// `render`, `healthcheck`), which must work on a host that does not hold the secrets.
+    Skip,
+}
+
+/// What an unset secret variable reads as under [`Secrets::Skip`]: a URL that cannot resolve.
+pub const UNRESOLVED_SECRET: &str = "https://unresolved-secret.invalid/";
+
 /// Load, expand, override and validate the configuration at `path`.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_with_secrets(path, Secrets::Resolve)
+}
+
+/// [`load`], choosing whether secret variables must be set.
+pub fn load_with_secrets(path: &Path, secrets: Secrets) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -351,7 +370,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let env: Env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    load_str(&text, path, &base_dir, &env)
+    load_str_with(&text, path, &base_dir, &env, secrets)
 }
 
 /// The process environment as seen by the loader (a map, so tests need not mutate the real one).
@@ -365,12 +384,37 @@ pub fn load_str(
     base_dir: &Path,
     env: &Env,
 ) -> Result<Settings, ConfigError> {
+    load_str_with(text, path, base_dir, env, Secrets::Resolve)
+}
+
+/// [`load_str`], choosing whether secret variables must be set.
+pub fn load_str_with(
+    text: &str,
+    path: &Path,
+    base_dir: &Path,
+    env: &Env,
+    secrets: Secrets,
+) -> Result<Settings, ConfigError> {
     let lookup = |name: &str| env.get(name).cloned();
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    expand_table(&mut doc, "", &lookup)?;
+    let mut expander = Expander {
+        env: &lookup,
+        secrets,
+        missing: Vec::new(),
+    };
+    expander.table(&mut doc, "")?;
+    match expander.missing.len() {
+        0 => {}
+        // Every unset variable at once, one per line in `check`.
+        1 => return Err(expander.missing.remove(0)),
+        _ => {
+            let all: Vec<String> = expander.missing.iter().map(ToString::to_string).collect();
+            return Err(ConfigError::Invalid(all.join("; ")));
+        }
+    }
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
 
     let overrides = collect_overrides(env);
@@ -414,38 +458,60 @@ fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
         .collect()
 }
 
-fn expand_table(
-    table: &mut toml::Table,
-    prefix: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    for (k, v) in table.iter_mut() {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        expand_value(v, &key, env)?;
-    }
-    Ok(())
+/// `${VAR}` expansion over the whole document, collecting every unset variable.
+struct Expander<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+    missing: Vec<ConfigError>,
 }
 
-fn expand_value(
-    value: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) => *s = expand_vars(s, key, env)?,
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                expand_value(item, &format!("{key}[{i}]"), env)?;
-            }
+impl Expander<'_> {
+    fn table(&mut self, table: &mut toml::Table, prefix: &str) -> Result<(), ConfigError> {
+        for (k, v) in table.iter_mut() {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            self.value(v, &key)?;
         }
-        toml::Value::Table(t) => expand_table(t, key, env)?,
-        _ => {}
+        Ok(())
     }
-    Ok(())
+
+    fn value(&mut self, value: &mut toml::Value, key: &str) -> Result<(), ConfigError> {
+        match value {
+            toml::Value::String(s) => match expand_vars(s, key, self.env) {
+                Ok(v) => *s = v,
+                Err(ConfigError::MissingVar { .. })
+                    if self.secrets == Secrets::Skip && is_secret_key(key) =>
+                {
+                    *s = UNRESOLVED_SECRET.to_string();
+                }
+                Err(e @ ConfigError::MissingVar { .. }) => self.missing.push(e),
+                Err(e) => return Err(e),
+            },
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.value(item, &format!("{key}[{i}]"))?;
+                }
+            }
+            toml::Value::Table(t) => self.table(t, key)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether `key` (as `expand` names it) holds a secret only sending needs: a target's `url`
+/// or `headers`, `sekoia.api_key`, a hook's `api_key`.
+fn is_secret_key(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    match parts[..] {
+        ["targets", _, "url"] | ["sekoia", "api_key"] => true,
+        ["targets", _, "headers", ..] => true,
+        [hook, "api_key"] => hook.starts_with("hooks["),
+        _ => false,
+    }
 }
 
 /// Expand `${VAR}` and `${VAR:-default}` in a config string. `$$` is a literal `$`.
@@ -754,6 +820,57 @@ mod tests {
             err.contains("KEY") && err.contains("sekoia.api_key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_missing_variable_is_reported_at_once() {
+        let text = MINIMAL.to_string()
+            + "\n[sekoia]\napi_key = \"${KEY}\"\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MATTERMOST_WEBHOOK_URL}\"\n";
+        let err = load_with(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("KEY") && err.contains("sekoia.api_key"),
+            "{err}"
+        );
+        assert!(
+            err.contains("MATTERMOST_WEBHOOK_URL") && err.contains("targets.mm.url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn commands_that_send_nothing_skip_unset_secrets_only() {
+        let text = MINIMAL.to_string()
+            + "\n[sekoia]\napi_key = \"${KEY}\"\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MM_URL}\"\n\
+               [targets.soar]\nkind = \"webhook\"\nurl = \"https://soar.invalid/x\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n";
+        let skip = |text: &str, env: &[(&str, &str)]| {
+            load_str_with(
+                text,
+                Path::new("config.toml"),
+                Path::new("."),
+                &env_of(env),
+                Secrets::Skip,
+            )
+        };
+        let s = skip(&text, &[]).expect("secrets are not needed");
+        assert_eq!(
+            s.targets["mm"].url.as_ref().unwrap().expose_secret(),
+            UNRESOLVED_SECRET
+        );
+        // A set variable still resolves.
+        let s = skip(&text, &[("MM_URL", "https://mm.invalid/hooks/1")]).unwrap();
+        assert_eq!(
+            s.targets["mm"].url.as_ref().unwrap().expose_secret(),
+            "https://mm.invalid/hooks/1"
+        );
+        // Anything else must still resolve: the store path is needed by dead-letters.
+        let err = skip(
+            &format!("{text}[store]\npath = \"${{DATA}}/relay.db\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DATA") && err.contains("store.path"), "{err}");
+        assert!(load_with(&text, &[]).is_err(), "the server needs them");
     }
 
     #[test]

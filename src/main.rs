@@ -44,8 +44,13 @@ async fn run() -> anyhow::Result<ExitCode> {
         print!("{}", report.to_text());
         return Ok(exit(report.ok()));
     }
-    let settings =
-        configuration::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
+    // Commands that send nothing must work without the targets' secrets in the environment.
+    let secrets = match &command {
+        Command::Serve | Command::SendTest { .. } => configuration::Secrets::Resolve,
+        _ => configuration::Secrets::Skip,
+    };
+    let settings = configuration::load_with_secrets(&path, secrets)
+        .with_context(|| format!("cannot load {}", path.display()))?;
     match command {
         Command::Serve => {
             telemetry::init(settings.server.log_format);

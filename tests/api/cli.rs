@@ -624,3 +624,58 @@ async fn startup_logs_the_key_check_once_with_hook_and_target_counts() {
     assert!(!out.iter().any(|l| l.contains("test-api-key-0123456789")));
     sekoia.verify().await;
 }
+
+/// With the targets' variables unset, the commands that send nothing still work, and `check`
+/// names every unset variable, not only the first.
+#[test]
+fn commands_that_send_nothing_work_without_target_secrets() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[targets.mm]
+kind = "mattermost"
+url = "${MATTERMOST_WEBHOOK_URL}"
+[targets.slack]
+kind = "slack"
+url = "${SLACK_WEBHOOK_URL}"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["mm", "slack"]
+"#,
+    );
+    let run_clean = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("SEKOIA_RELAY_CONFIG")
+            .env_remove("MATTERMOST_WEBHOOK_URL")
+            .env_remove("SLACK_WEBHOOK_URL")
+            .output()
+            .expect("run the binary")
+    };
+    for args in [
+        &["urls"][..],
+        &["dead-letters", "list"],
+        &["render", "--hook", "soc"],
+    ] {
+        let out = run_clean(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    let check = run_clean(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let text = stdout(&check);
+    assert!(
+        text.contains("MATTERMOST_WEBHOOK_URL is not set (used by key `targets.mm.url`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SLACK_WEBHOOK_URL is not set (used by key `targets.slack.url`)"),
+        "{text}"
+    );
+    // Sending needs them.
+    let send = run_clean(&["send-test", "mm"]);
+    assert_eq!(send.status.code(), Some(2));
+    assert!(stderr(&send).contains("MATTERMOST_WEBHOOK_URL"));
+}
