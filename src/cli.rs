@@ -128,6 +128,28 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// An error and its causes on one line, `outer: cause: root`, each cause said once.
+///
+/// Rule: a cause whose text is already part of what was printed is skipped. Reason: many
+/// errors put their source in their own message *and* expose it as `source()`, so printing
+/// the chain naively says `… No such file or directory (os error 2): No such file or
+/// directory (os error 2)`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// `new-hook`: a UUID v4 (122 random bits) is unguessable, and the snippet is ready to paste.
 pub fn new_hook(name: &str) -> String {
     let id = uuid::Uuid::new_v4();
@@ -240,6 +262,34 @@ mod tests {
         let c = Cli::parse_from(["sekoia-relay"]);
         assert!(c.command.is_none());
         assert!(Cli::try_parse_from(["sekoia-relay", "dead-letters", "retry"]).is_err());
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        // The source in the message and as source(): said once.
+        let bind = crate::startup::StartupError::Bind {
+            addr: "127.0.0.1:8000".into(),
+            source: io(),
+        };
+        assert_eq!(
+            error_chain(&bind),
+            "cannot listen on 127.0.0.1:8000: No such file or directory"
+        );
+        // The source only as source(): still said.
+        let read = crate::configuration::ConfigError::Read {
+            path: "c.toml".into(),
+            source: io(),
+        };
+        assert_eq!(
+            error_chain(&read),
+            "cannot read config file c.toml: No such file or directory"
+        );
+        let wrapped = anyhow::Error::new(read).context("cannot load c.toml");
+        assert_eq!(
+            error_chain(wrapped.as_ref()),
+            "cannot load c.toml: cannot read config file c.toml: No such file or directory"
+        );
     }
 
     #[test]

@@ -404,6 +404,7 @@ pub fn load_str_with(
         env: &lookup,
         secrets,
         missing: Vec::new(),
+        sources: Vec::new(),
     };
     expander.table(&mut doc, "")?;
     match expander.missing.len() {
@@ -418,27 +419,101 @@ pub fn load_str_with(
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
 
     let overrides = collect_overrides(env);
+    let mut settings = match merge(&expanded, &overrides) {
+        Ok(s) => s,
+        Err(e) => return Err(blame_overrides(&expanded, &overrides).unwrap_or(e)),
+    };
+    settings.base_dir = base_dir.to_path_buf();
+    settings
+        .validate()
+        .map_err(|e| name_variables(e, &expander.sources))?;
+    Ok(settings)
+}
+
+/// An override from the environment: its variable, the key it sets and the value.
+struct Override {
+    var: String,
+    key: String,
+    value: config::Value,
+}
+
+/// The file text with `overrides` on top, deserialized.
+fn merge(expanded: &str, overrides: &[Override]) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(&expanded, config::FileFormat::Toml));
-    for (key, value) in overrides {
+        .add_source(config::File::from_str(expanded, config::FileFormat::Toml));
+    for o in overrides {
         builder = builder
-            .set_override(key.as_str(), value)
+            .set_override(o.key.as_str(), o.value.clone())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
     }
     let merged = builder
         .build()
         .map_err(|e| ConfigError::Load(e.to_string()))?;
-    let mut settings: Settings = merged
+    merged
         .try_deserialize()
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
-    settings.base_dir = base_dir.to_path_buf();
-    settings.validate()?;
-    Ok(settings)
+        .map_err(|e| ConfigError::Load(e.to_string()))
+}
+
+/// When the file loads on its own but not with the overrides, the overrides that break it,
+/// each named by its environment variable (a mistyped `SEKOIA_RELAY__SERVER__LISTN` is not
+/// a mistake in the file, and must not be reported as one).
+fn blame_overrides(expanded: &str, overrides: &[Override]) -> Option<ConfigError> {
+    if overrides.is_empty() || merge(expanded, &[]).is_err() {
+        return None;
+    }
+    let blamed: Vec<String> = overrides
+        .iter()
+        .filter_map(|o| {
+            let alone = std::slice::from_ref(o);
+            merge(expanded, alone).err().map(|e| {
+                let detail = e.to_string();
+                let detail = detail.trim_start_matches("invalid configuration: ");
+                format!(
+                    "environment variable {} (sets `{}`): {detail}",
+                    o.var, o.key
+                )
+            })
+        })
+        .collect();
+    (!blamed.is_empty()).then(|| ConfigError::Invalid(blamed.join("; ")))
+}
+
+/// Validation problems about a key whose value came from environment variables say so, and
+/// say when the variable was set but empty (`SLACK_WEBHOOK_URL=` reads as "", which is not
+/// a URL, and the user must learn which variable to fix).
+fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> ConfigError {
+    let ConfigError::Invalid(all) = e else {
+        return e;
+    };
+    let problems: Vec<String> = all
+        .split("; ")
+        .map(|p| {
+            let source = sources.iter().find(|(key, _, _)| {
+                p.starts_with(&format!("{key} ")) || p.starts_with(&format!("{key}:"))
+            });
+            match source {
+                Some((_, vars, true)) => {
+                    format!(
+                        "{p} (it is empty: the environment variable {} is set to \"\")",
+                        vars.join(", ")
+                    )
+                }
+                Some((_, vars, false)) => {
+                    format!(
+                        "{p} (its value comes from the environment variable {})",
+                        vars.join(", ")
+                    )
+                }
+                None => p.to_string(),
+            }
+        })
+        .collect();
+    ConfigError::Invalid(problems.join("; "))
 }
 
 /// `SEKOIA_RELAY__SECTION__KEY=value` → (`section.key`, value). Values that parse as integers
 /// or booleans are passed typed so numeric keys can be overridden.
-fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
+fn collect_overrides(env: &Env) -> Vec<Override> {
     let prefix = format!("{OVERRIDE_PREFIX}__");
     env.iter()
         .filter_map(|(k, v)| {
@@ -453,7 +528,11 @@ fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
             } else {
                 config::Value::from(v.as_str())
             };
-            Some((key, value))
+            Some(Override {
+                var: k.clone(),
+                key,
+                value,
+            })
         })
         .collect()
 }
@@ -463,6 +542,8 @@ struct Expander<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     secrets: Secrets,
     missing: Vec<ConfigError>,
+    /// (key, variables its value came from, whether the result is empty), for messages.
+    sources: Vec<(String, Vec<String>, bool)>,
 }
 
 impl Expander<'_> {
@@ -481,7 +562,13 @@ impl Expander<'_> {
     fn value(&mut self, value: &mut toml::Value, key: &str) -> Result<(), ConfigError> {
         match value {
             toml::Value::String(s) => match expand_vars(s, key, self.env) {
-                Ok(v) => *s = v,
+                Ok(v) => {
+                    let vars = referenced_vars(s);
+                    if !vars.is_empty() {
+                        self.sources.push((key.to_string(), vars, v.is_empty()));
+                    }
+                    *s = v;
+                }
                 Err(ConfigError::MissingVar { .. })
                     if self.secrets == Secrets::Skip && is_secret_key(key) =>
                 {
@@ -500,6 +587,19 @@ impl Expander<'_> {
         }
         Ok(())
     }
+}
+
+/// The variable names a config string refers to (`${NAME}` or `${NAME:-default}`).
+fn referenced_vars(s: &str) -> Vec<String> {
+    s.replace("$$", "")
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| {
+            let inner = rest.split('}').next()?;
+            let name = inner.split(":-").next()?;
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// Whether `key` (as `expand` names it) holds a secret only sending needs: a target's `url`
@@ -593,6 +693,16 @@ impl Settings {
                 "server.metrics_listen = {:?} is not an address like 127.0.0.1:9100",
                 self.server.metrics_listen
             ));
+        }
+        if !self.server.public_url.is_empty() {
+            let ok = url::Url::parse(&self.server.public_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                problems.push(format!(
+                    "server.public_url = {:?} is not an http(s) URL: write it with its scheme, e.g. \"https://relay.example.com\"",
+                    self.server.public_url
+                ));
+            }
         }
         if self.server.max_body_bytes == 0 {
             problems.push("server.max_body_bytes must be > 0".into());
@@ -871,6 +981,65 @@ mod tests {
         .to_string();
         assert!(err.contains("DATA") && err.contains("store.path"), "{err}");
         assert!(load_with(&text, &[]).is_err(), "the server needs them");
+    }
+
+    #[test]
+    fn a_mistyped_override_is_blamed_on_its_variable() {
+        let err = load_with(MINIMAL, &[("SEKOIA_RELAY__SERVER__LISTN", "0.0.0.0:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable SEKOIA_RELAY__SERVER__LISTN (sets `server.listn`)"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `listn`"), "{err}");
+        // A mistake in the file itself is still the file's.
+        let err = load_with(
+            &format!("{MINIMAL}\n[server]\nlistn = \"x\"\n"),
+            &[("SEKOIA_RELAY__SERVER__LISTEN", "0.0.0.0:1")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("environment variable"), "{err}");
+    }
+
+    #[test]
+    fn a_value_from_an_empty_variable_names_it() {
+        let text = MINIMAL.to_string()
+            + "\n[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_WEBHOOK_URL}\"\n";
+        let err = load_with(&text, &[("SLACK_WEBHOOK_URL", "")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("targets.slack.url is not an http(s) URL (it is empty: the environment variable SLACK_WEBHOOK_URL is set to \"\")"),
+            "{err}"
+        );
+        let err = load_with(&text, &[("SLACK_WEBHOOK_URL", "hooks.slack.com/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(its value comes from the environment variable SLACK_WEBHOOK_URL)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_url_needs_a_scheme() {
+        for bad in [
+            "relay.example.com",
+            "localhost:8000",
+            "ftp://relay.example.com",
+        ] {
+            let err = load_text(&format!("[server]\npublic_url = \"{bad}\"\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.public_url"), "{bad}: {err}");
+        }
+        let s = load_text(&format!(
+            "[server]\npublic_url = \"https://relay.example.com\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(s.server.public_url, "https://relay.example.com");
     }
 
     #[test]

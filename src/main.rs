@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

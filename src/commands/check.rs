@@ -143,7 +143,11 @@ fn config_problems(path: &Path, e: &ConfigError) -> Vec<String> {
             .split("; ")
             .map(|p| format!("{}: {p}", path.display()))
             .collect(),
-        other => vec![format!("{}: {other}", path.display())],
+        other => vec![format!(
+            "{}: {}",
+            path.display(),
+            crate::cli::error_chain(other)
+        )],
     }
 }
 

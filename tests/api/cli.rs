@@ -679,3 +679,82 @@ targets = ["mm", "slack"]
     assert_eq!(send.status.code(), Some(2));
     assert!(stderr(&send).contains("MATTERMOST_WEBHOOK_URL"));
 }
+
+/// Errors point to where the mistake is: a mistyped override names its variable, a missing
+/// file says why once, an empty variable is named, a public_url without scheme is refused.
+#[test]
+fn errors_point_to_the_variable_or_file_at_fault() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        "[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_WEBHOOK_URL}\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"slack\"]\n",
+    );
+    let relay = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"));
+        cmd.args(args).env_remove("SEKOIA_RELAY_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run the binary")
+    };
+    let path = config.display().to_string();
+    let slack = ("SLACK_WEBHOOK_URL", "https://hooks.slack.invalid/x");
+
+    let out = relay(
+        &["--config", &path, "urls"],
+        &[slack, ("SEKOIA_RELAY__SERVER__LISTN", "0.0.0.0:8000")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("environment variable SEKOIA_RELAY__SERVER__LISTN (sets `server.listn`): unknown field `listn`"),
+        "{err}"
+    );
+
+    // A port in use: the cause is said once, not once per level of the chain.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = relay(
+        &["--config", &path, "serve"],
+        &[slack, ("SEKOIA_RELAY__SERVER__LISTEN", &listen)],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.matches("Address already in use").count(),
+        1,
+        "the cause once: {line}"
+    );
+    let missing = ws.dir.path().join("nope.toml").display().to_string();
+    let out = stdout(&relay(&["--config", &missing, "check"], &[]));
+    assert!(
+        out.contains("No such file or directory"),
+        "check says why: {out}"
+    );
+
+    let out = stdout(&relay(
+        &["--config", &path, "check"],
+        &[("SLACK_WEBHOOK_URL", "")],
+    ));
+    assert!(
+        out.contains("targets.slack.url is not an http(s) URL (it is empty: the environment variable SLACK_WEBHOOK_URL is set to \"\")"),
+        "{out}"
+    );
+
+    let out = relay(
+        &["--config", &path, "urls"],
+        &[
+            slack,
+            ("SEKOIA_RELAY__SERVER__PUBLIC_URL", "relay.example.com"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("server.public_url = \"relay.example.com\" is not an http(s) URL"),
+        "{}",
+        stderr(&out)
+    );
+}
