@@ -99,6 +99,8 @@ pub struct AppState {
     pub store: Store,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Paces the log lines about refused posts (a flood must not fill the disk).
+    pub refusals: routes::hooks::RefusalLog,
 }
 
 impl AppState {
@@ -203,6 +205,7 @@ impl Application {
             store: store.clone(),
             wake: wake.clone(),
             metrics: metrics.clone(),
+            refusals: routes::hooks::RefusalLog::new(),
         });
         let serve_metrics = metrics_listen.is_empty();
         let main_state = state.clone();
