@@ -166,6 +166,8 @@ pub struct Application {
     grace: Duration,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    /// The settings the process started with: what restart-only keys still use.
+    started: Arc<Settings>,
 }
 
 impl Application {
@@ -183,6 +185,7 @@ impl Application {
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let max_body = settings.server.max_body_bytes;
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(settings)?));
+        let started = runtime.load().settings.clone();
         let wake = Arc::new(Notify::new());
 
         let rt_for_delivery = runtime.clone();
@@ -239,6 +242,7 @@ impl Application {
             grace,
             metrics,
             wake,
+            started,
         })
     }
 
@@ -249,6 +253,7 @@ impl Application {
             deliverer: self.deliverer.clone(),
             metrics: self.metrics.clone(),
             wake: self.wake.clone(),
+            started: self.started.clone(),
             lock: Default::default(),
         }
     }
