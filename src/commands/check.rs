@@ -850,6 +850,65 @@ mod tests {
             load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
         let r = check_settings(&s);
         assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+
+        // And every one reads well on every sample `check` renders: a report (no alert, no
+        // short id) or an unenriched alert must not show "Alert " or " created : (no details)".
+        let renderer = Renderer::new(&s).expect("templates");
+        let mut bad = Vec::new();
+        for kind in kinds {
+            for sample in samples::all() {
+                let input = sample_input(&s, &sample, "soc", kind);
+                let body = renderer.render_strict(kind, &input).expect("renders");
+                let texts = if kind == "console" {
+                    vec![body]
+                } else {
+                    let mut leaves = Vec::new();
+                    string_leaves(&serde_json::from_str(&body).expect("JSON"), &mut leaves);
+                    leaves
+                };
+                for t in texts {
+                    if let Some(why) = reads_badly(&t) {
+                        bad.push(format!("{kind} / {}: {why}: {t:?}", sample.name));
+                    }
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    fn string_leaves(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| string_leaves(i, out)),
+            // The webhook example's `raw` is the alert as received: data, not wording.
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "raw")
+                .for_each(|(_, i)| string_leaves(i, out)),
+            _ => {}
+        }
+    }
+
+    /// Text a reader would find broken: stray spaces around it or inside, a dangling
+    /// separator, a missing value printed as a word.
+    fn reads_badly(t: &str) -> Option<&'static str> {
+        let stray = t
+            .lines()
+            .any(|l| !l.is_empty() && (l.trim() != l || l.contains("  ")));
+        if t.trim().is_empty() {
+            Some("empty")
+        } else if stray {
+            Some("stray spaces")
+        } else if t.contains(" :") || t.contains(": (") || t.trim_end().ends_with(':') {
+            Some("a dangling separator")
+        } else if t
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| matches!(w, "none" | "None" | "undefined" | "null"))
+        {
+            Some("a missing value printed")
+        } else {
+            None
+        }
     }
 
     #[test]
