@@ -758,3 +758,29 @@ fn errors_point_to_the_variable_or_file_at_fault() {
         stderr(&out)
     );
 }
+
+/// `render` shows a route whose `when` compares a number with a string as taken (the server
+/// fails open) and says why, instead of silently showing it as not taken.
+#[test]
+fn render_names_a_type_mismatched_when_and_shows_the_route_taken() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[targets.pager]
+kind = "console"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+[[hooks.routes]]
+targets = ["pager"]
+when = "alert.urgency.current_value >= '50'"
+"#,
+    );
+    let out = run(&config, &["render", "--hook", "soc"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("!!  routing: hook \"soc\", route 1"), "{err}");
+    assert!(err.contains("compares a number with a string"), "{err}");
+    assert!(err.contains("==> target pager (console"), "taken: {err}");
+    assert!(!stdout(&out).is_empty());
+}
