@@ -205,8 +205,8 @@ pub fn unknown_ids(wanted: &[i64], known: &[i64]) -> Vec<i64> {
     out
 }
 
-/// `dead-letters …` against the configured store file. `confirm` asks the operator before a
-/// purge (it is only called on a terminal, without `--yes`).
+/// `dead-letters …` against the configured store file. `confirm(count)` decides a purge
+/// without `--yes` (main asks on a terminal and goes on elsewhere).
 pub fn dead_letters(
     settings: &crate::configuration::Settings,
     cmd: &DeadLetterCommand,

@@ -132,11 +132,13 @@ pub fn add_to_report(report: &mut Report, checks: &[KeyCheck]) {
     }
 }
 
-/// At startup: the same calls, one log line per key with the hook and target counts.
+/// At startup: the same calls, one log line per key with the hook and target counts; a
+/// warning unless the key works (no key at all is a choice, e.g. the quick start: info).
 pub async fn log_at_startup(settings: Settings) {
     let targets = settings.targets.len();
     for c in run(&settings).await {
-        if c.state.is_ok() && c.region_note.is_none() {
+        let fine = matches!(c.state, KeyState::Ok | KeyState::NoKey) && c.region_note.is_none();
+        if fine {
             tracing::info!(
                 key_state = c.state.code(),
                 api = %c.api,

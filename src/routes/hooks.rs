@@ -318,6 +318,23 @@ mod tests {
     }
 
     #[test]
+    fn refusal_lines_are_paced_and_count_what_they_held_back() {
+        let log = RefusalLog::new();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.admit(), Some(0));
+        }
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        std::thread::sleep(Duration::from_millis(1050));
+        assert_eq!(
+            log.admit(),
+            Some(2),
+            "the next line says two were held back"
+        );
+        assert_eq!(log.admit(), None);
+    }
+
+    #[test]
     fn forwarded_for_is_believed_from_trusted_proxies_only() {
         let proxy: IpAddr = "127.0.0.1".parse().unwrap();
         let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
