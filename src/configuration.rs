@@ -424,9 +424,18 @@ pub fn load_str_with(
         Err(e) => return Err(blame_overrides(&expanded, &overrides).unwrap_or(e)),
     };
     settings.base_dir = base_dir.to_path_buf();
+    // An override wins over the file, so it is the first place a value came from.
+    let mut sources: Vec<(String, Vec<String>, bool)> = overrides
+        .iter()
+        .map(|o| {
+            let empty = o.value.clone().into_string().is_ok_and(|v| v.is_empty());
+            (o.key.clone(), vec![o.var.clone()], empty)
+        })
+        .collect();
+    sources.extend(expander.sources);
     settings
         .validate()
-        .map_err(|e| name_variables(e, &expander.sources))?;
+        .map_err(|e| name_variables(e, &sources))?;
     Ok(settings)
 }
 
@@ -563,7 +572,11 @@ impl Expander<'_> {
         match value {
             toml::Value::String(s) => match expand_vars(s, key, self.env) {
                 Ok(v) => {
-                    let vars = referenced_vars(s);
+                    // Only variables that are set gave the value (others used their default).
+                    let vars: Vec<String> = referenced_vars(s)
+                        .into_iter()
+                        .filter(|name| (self.env)(name).is_some())
+                        .collect();
                     if !vars.is_empty() {
                         self.sources.push((key.to_string(), vars, v.is_empty()));
                     }
@@ -1035,6 +1048,25 @@ mod tests {
                 .to_string();
             assert!(err.contains("server.public_url"), "{bad}: {err}");
         }
+        let err = load_with(
+            MINIMAL,
+            &[("SEKOIA_RELAY__SERVER__PUBLIC_URL", "relay.example.com")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "(its value comes from the environment variable SEKOIA_RELAY__SERVER__PUBLIC_URL)"
+            ),
+            "{err}"
+        );
+        // A default used because the variable is unset is not blamed on the variable.
+        let err = load_text(&format!(
+            "[server]\npublic_url = \"${{PUBLIC:-relay.example.com}}\"\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("environment variable"), "{err}");
         let s = load_text(&format!(
             "[server]\npublic_url = \"https://relay.example.com\"\n{MINIMAL}"
         ))
