@@ -9,7 +9,9 @@
 //!    field limit (Slack header 150 characters, Mattermost text 4 000, …) are warnings.
 //!
 //! Warnings (not failures): hook ids shorter than 32 characters, Teams URLs without `sig=`,
-//! targets no hook uses. Nothing here touches the network or the store.
+//! targets no hook uses, and (with `public_url`) the demo hook id and a public `/metrics`.
+//! Nothing here touches the network or the store; `check --online` adds the API key check of
+//! [`super::verify`].
 
 use std::path::Path;
 
