@@ -151,10 +151,16 @@ fn print_comparison(left: &Expr, op: &str, right: &Expr, rewrite: bool, out: &mu
 
 /// An operand: atoms as they are, anything compound in parentheses.
 fn print_operand(e: &Expr, rewrite: bool, out: &mut String) {
+    // A negative constant prints itself in parentheses (see `print`).
     let atom = matches!(
         e,
-        Expr::Var(_) | Expr::GetAttr(_) | Expr::GetItem(_) | Expr::Call(_) | Expr::List(_)
-    ) || matches!(e, Expr::Const(c) if !is_negative(&c.value));
+        Expr::Var(_)
+            | Expr::Const(_)
+            | Expr::GetAttr(_)
+            | Expr::GetItem(_)
+            | Expr::Call(_)
+            | Expr::List(_)
+    );
     if atom {
         print(e, rewrite, out);
     } else {
@@ -266,12 +272,13 @@ fn print(e: &Expr, rewrite: bool, out: &mut String) {
             out.push(']');
         }
         Expr::UnaryOp(u) => {
+            // The operand always in parentheses: `-a.b` would read back as `(-a).b`.
             out.push_str(match u.op {
-                UnaryOpKind::Not => "(not ",
-                UnaryOpKind::Neg => "(-",
+                UnaryOpKind::Not => "(not (",
+                UnaryOpKind::Neg => "(-(",
             });
-            print_operand(&u.expr, rewrite, out);
-            out.push(')');
+            print(&u.expr, rewrite, out);
+            out.push_str("))");
         }
         Expr::BinOp(b) => print_comparison(&b.left, binop(&b.op), &b.right, rewrite, out),
         Expr::Compare(c) => {
@@ -419,6 +426,11 @@ mod tests {
             "'Beacon' in alert.title and alert.tags|join(',') == 'a,b'",
             "range(3)|list == [0, 1, 2] and dict(a=1).a == 1",
             "alert.urgency.value != none",
+            "alert.title is string and alert.custom is not none and not (alert.score == 2.5)",
+            "alert.score > -1.5 and -(alert.score) < 0 and (alert.tags|list)[0] == 'a'",
+            "alert.missing|default('x') == 'x' and alert.rule.name|lower in ['cobalt']",
+            "'🔥 ✓' ~ alert.rule.name == '🔥 ✓Cobalt' and alert.urgency|items|list|length == 2 and range(2)|list|last == 1",
+            "alert.tags|select('eq', 'a')|list == ['a'] and 3 is odd and alert.tags is sequence",
         ] {
             let rewritten = rewrite(source).expect("parses");
             let before = eval(&env, source).expect(source);
