@@ -439,6 +439,74 @@ mod tests {
         }
     }
 
+    fn arb_expr() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("alert.urgency.current_value".to_string()),
+            Just("alert.score".to_string()),
+            Just("alert.title".to_string()),
+            Just("alert.tags".to_string()),
+            Just("alert.nothing".to_string()),
+            Just("enriched".to_string()),
+            Just("none".to_string()),
+            (-100i64..100).prop_map(|n| n.to_string()),
+            "[a-z '\"]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        leaf.prop_recursive(4, 32, 3, |inner| {
+            let op = prop_oneof![
+                Just("=="),
+                Just("!="),
+                Just("<"),
+                Just(">="),
+                Just("and"),
+                Just("or"),
+                Just("+"),
+                Just("-"),
+                Just("*"),
+                Just("~"),
+                Just("in"),
+                Just("not in"),
+            ];
+            prop_oneof![
+                (inner.clone(), op, inner.clone()).prop_map(|(a, o, b)| format!("{a} {o} {b}")),
+                (inner.clone(), op_paren()).prop_map(|(a, p)| if p { format!("({a})") } else { a }),
+                inner.clone().prop_map(|a| format!("not {a}")),
+                inner.clone().prop_map(|a| format!("-{a}")),
+                inner.clone().prop_map(|a| format!("{a}|length")),
+                inner.clone().prop_map(|a| format!("{a} is defined")),
+                (inner.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(a, b, c)| format!("{a} if {b} else {c}")),
+                (inner.clone(), inner).prop_map(|(a, b)| format!("[{a}, {b}]")),
+            ]
+        })
+    }
+
+    fn op_paren() -> impl proptest::strategy::Strategy<Value = bool> {
+        proptest::bool::ANY
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// On any expression, the rewrite answers what the original answers, unless it found
+        /// two types compared (then it errors on purpose).
+        #[test]
+        fn rewriting_keeps_the_meaning_of_any_expression(source in arb_expr()) {
+            let env = env();
+            if env.compile_expression(&source).is_err() {
+                return Ok(());
+            }
+            let rewritten = rewrite(&source).expect("what compiles parses");
+            let before = eval(&env, &source);
+            let after = eval(&env, &rewritten);
+            match (before, after) {
+                (Ok(b), Ok(a)) => proptest::prop_assert_eq!(b, a, "{} → {}", source, rewritten),
+                (_, Err(e)) if e.to_string().contains("compares") => {}
+                (Err(_), Err(_)) => {}
+                (b, a) => proptest::prop_assert!(false, "{} → {}: {:?} vs {:?}", source, rewritten, b, a),
+            }
+        }
+    }
+
     #[test]
     fn comparisons_of_different_types_are_errors() {
         let env = env();
