@@ -338,14 +338,30 @@ pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
 }
 
 /// Whether `${VAR}`s in secret keys must resolve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secrets {
-    /// Every variable must be set (the server, `check`, `send-test`).
+    /// Every variable must be set (the server, `check`).
     Resolve,
     /// A missing variable in a secret key (a target's `url` or `headers`, an `api_key`) reads
     /// as [`UNRESOLVED_SECRET`]: for commands that send nothing (`urls`, `dead-letters`,
     /// `render`, `healthcheck`), which must work on a host that does not hold the secrets.
     Skip,
+    /// [`Secrets::Skip`] except for the keys of this target (`send-test TARGET` posts to that
+    /// target only, and needs no other secret).
+    SkipAllBut(String),
+}
+
+impl Secrets {
+    /// Whether an unset variable in `key` may be left unresolved.
+    fn may_skip(&self, key: &str) -> bool {
+        match self {
+            Secrets::Resolve => false,
+            Secrets::Skip => is_secret_key(key),
+            Secrets::SkipAllBut(target) => {
+                is_secret_key(key) && !key.starts_with(&format!("targets.{target}."))
+            }
+        }
+    }
 }
 
 /// What an unset secret variable reads as under [`Secrets::Skip`]: a URL that cannot resolve.
@@ -582,9 +598,7 @@ impl Expander<'_> {
                     }
                     *s = v;
                 }
-                Err(ConfigError::MissingVar { .. })
-                    if self.secrets == Secrets::Skip && is_secret_key(key) =>
-                {
+                Err(ConfigError::MissingVar { .. }) if self.secrets.may_skip(key) => {
                     *s = UNRESOLVED_SECRET.to_string();
                 }
                 Err(e @ ConfigError::MissingVar { .. }) => self.missing.push(e),
@@ -994,6 +1008,27 @@ mod tests {
         .to_string();
         assert!(err.contains("DATA") && err.contains("store.path"), "{err}");
         assert!(load_with(&text, &[]).is_err(), "the server needs them");
+    }
+
+    #[test]
+    fn send_test_needs_the_secrets_of_its_target_only() {
+        let text = MINIMAL.to_string()
+            + "\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MM_URL}\"\n[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_URL}\"\n";
+        let only = |target: &str, env: &[(&str, &str)]| {
+            load_str_with(
+                &text,
+                Path::new("config.toml"),
+                Path::new("."),
+                &env_of(env),
+                Secrets::SkipAllBut(target.to_string()),
+            )
+        };
+        assert!(only("slack", &[("SLACK_URL", "https://hooks.slack.invalid/x")]).is_ok());
+        let err = only("slack", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("SLACK_URL") && !err.contains("MM_URL"),
+            "{err}"
+        );
     }
 
     #[test]

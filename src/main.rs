@@ -46,7 +46,8 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
     // Commands that send nothing must work without the targets' secrets in the environment.
     let secrets = match &command {
-        Command::Serve { .. } | Command::SendTest { .. } => configuration::Secrets::Resolve,
+        Command::Serve { .. } => configuration::Secrets::Resolve,
+        Command::SendTest { target } => configuration::Secrets::SkipAllBut(target.clone()),
         _ => configuration::Secrets::Skip,
     };
     let settings = configuration::load_with_secrets(&path, secrets)

@@ -674,10 +674,15 @@ targets = ["mm", "slack"]
         text.contains("SLACK_WEBHOOK_URL is not set (used by key `targets.slack.url`)"),
         "{text}"
     );
-    // Sending needs them.
+    // Sending needs them: send-test the secrets of its own target, and only those.
     let send = run_clean(&["send-test", "mm"]);
     assert_eq!(send.status.code(), Some(2));
     assert!(stderr(&send).contains("MATTERMOST_WEBHOOK_URL"));
+    assert!(
+        !stderr(&send).contains("SLACK_WEBHOOK_URL"),
+        "{}",
+        stderr(&send)
+    );
 }
 
 /// Errors point to where the mistake is: a mistyped override names its variable, a missing
