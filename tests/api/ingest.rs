@@ -334,6 +334,8 @@ async fn refusals_are_logged_once_with_hook_reason_and_client_paced_under_a_floo
             .status(),
         422
     );
+    let big: &'static str = Box::leak(format!("[{}1]", "1,".repeat(40_000)).into_boxed_str());
+    assert_eq!(post(big, "application/json").await.unwrap().status(), 413);
     let proposal = fixture("webhook-content-proposal.json");
     let r = client
         .post(&url)
@@ -369,7 +371,7 @@ async fn refusals_are_logged_once_with_hook_reason_and_client_paced_under_a_floo
         .iter()
         .filter_map(|v| v["status"].as_u64())
         .collect();
-    assert_eq!(statuses, vec![400, 415, 422, 403], "{refused:#?}");
+    assert_eq!(statuses, vec![400, 415, 422, 413, 403], "{refused:#?}");
     for v in &refused {
         assert_eq!(v["level"], "INFO", "{v}");
         assert_eq!(
@@ -378,7 +380,7 @@ async fn refusals_are_logged_once_with_hook_reason_and_client_paced_under_a_floo
         );
         assert!(!v["reason"].as_str().unwrap_or("").is_empty(), "{v}");
     }
-    assert_eq!(refused[3]["hook"], "fenced");
+    assert_eq!(refused[4]["hook"], "fenced");
     assert!(refused[0]["reason"]
         .as_str()
         .unwrap()
@@ -403,7 +405,7 @@ async fn refusals_are_logged_once_with_hook_reason_and_client_paced_under_a_floo
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["message"] == "post refused")
         .collect();
-    assert!(logged.len() < 30, "{} lines for 105 refusals", logged.len());
+    assert!(logged.len() < 30, "{} lines for 106 refusals", logged.len());
     let held: u64 = logged.iter().filter_map(|v| v["suppressed"].as_u64()).sum();
     assert!(held > 70, "suppressed lines are counted: {held}");
 }
