@@ -64,6 +64,8 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
     pub trusted_proxies: Vec<IpNet>,
+    /// A second listener for `GET /metrics` only; empty = the main listener serves it.
+    pub metrics_listen: String,
 }
 
 impl Default for ServerSettings {
@@ -75,6 +77,7 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 10,
             log_format: LogFormat::Pretty,
             trusted_proxies: Vec::new(),
+            metrics_listen: String::new(),
         }
     }
 }
@@ -357,8 +360,43 @@ pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config.toml"))
 }
 
+/// Whether `${VAR}`s in secret keys must resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secrets {
+    /// Every variable must be set (the server, `check`).
+    Resolve,
+    /// A missing variable in a secret key (a target's `url` or `headers`, an `api_key`) reads
+    /// as [`UNRESOLVED_SECRET`]: for commands that send nothing (`urls`, `dead-letters`,
+    /// `render`, `healthcheck`), which must work on a host that does not hold the secrets.
+    Skip,
+    /// [`Secrets::Skip`] except for the keys of this target (`send-test TARGET` posts to that
+    /// target only, and needs no other secret).
+    SkipAllBut(String),
+}
+
+impl Secrets {
+    /// Whether an unset variable in `key` may be left unresolved.
+    fn may_skip(&self, key: &str) -> bool {
+        match self {
+            Secrets::Resolve => false,
+            Secrets::Skip => is_secret_key(key),
+            Secrets::SkipAllBut(target) => {
+                is_secret_key(key) && !key.starts_with(&format!("targets.{target}."))
+            }
+        }
+    }
+}
+
+/// What an unset secret variable reads as under [`Secrets::Skip`]: a URL that cannot resolve.
+pub const UNRESOLVED_SECRET: &str = "https://unresolved-secret.invalid/";
+
 /// Load, expand, override and validate the configuration at `path`.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_with_secrets(path, Secrets::Resolve)
+}
+
+/// [`load`], choosing whether secret variables must be set.
+pub fn load_with_secrets(path: &Path, secrets: Secrets) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -371,7 +409,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let env: Env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    load_str(&text, path, &base_dir, &env)
+    load_str_with(&text, path, &base_dir, &env, secrets)
 }
 
 /// The process environment as seen by the loader (a map, so tests need not mutate the real one).
@@ -385,36 +423,145 @@ pub fn load_str(
     base_dir: &Path,
     env: &Env,
 ) -> Result<Settings, ConfigError> {
+    load_str_with(text, path, base_dir, env, Secrets::Resolve)
+}
+
+/// [`load_str`], choosing whether secret variables must be set.
+pub fn load_str_with(
+    text: &str,
+    path: &Path,
+    base_dir: &Path,
+    env: &Env,
+    secrets: Secrets,
+) -> Result<Settings, ConfigError> {
     let lookup = |name: &str| env.get(name).cloned();
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    expand_table(&mut doc, "", &lookup)?;
+    let mut expander = Expander {
+        env: &lookup,
+        secrets,
+        missing: Vec::new(),
+        sources: Vec::new(),
+    };
+    expander.table(&mut doc, "")?;
+    match expander.missing.len() {
+        0 => {}
+        // Every unset variable at once, one per line in `check`.
+        1 => return Err(expander.missing.remove(0)),
+        _ => {
+            let all: Vec<String> = expander.missing.iter().map(ToString::to_string).collect();
+            return Err(ConfigError::Invalid(all.join("; ")));
+        }
+    }
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
 
     let overrides = collect_overrides(env);
+    let mut settings = match merge(&expanded, &overrides) {
+        Ok(s) => s,
+        Err(e) => return Err(blame_overrides(&expanded, &overrides).unwrap_or(e)),
+    };
+    settings.base_dir = base_dir.to_path_buf();
+    // An override wins over the file, so it is the first place a value came from.
+    let mut sources: Vec<(String, Vec<String>, bool)> = overrides
+        .iter()
+        .map(|o| {
+            let empty = o.value.clone().into_string().is_ok_and(|v| v.is_empty());
+            (o.key.clone(), vec![o.var.clone()], empty)
+        })
+        .collect();
+    sources.extend(expander.sources);
+    settings
+        .validate()
+        .map_err(|e| name_variables(e, &sources))?;
+    Ok(settings)
+}
+
+/// An override from the environment: its variable, the key it sets and the value.
+struct Override {
+    var: String,
+    key: String,
+    value: config::Value,
+}
+
+/// The file text with `overrides` on top, deserialized.
+fn merge(expanded: &str, overrides: &[Override]) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(&expanded, config::FileFormat::Toml));
-    for (key, value) in overrides {
+        .add_source(config::File::from_str(expanded, config::FileFormat::Toml));
+    for o in overrides {
         builder = builder
-            .set_override(key.as_str(), value)
+            .set_override(o.key.as_str(), o.value.clone())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
     }
     let merged = builder
         .build()
         .map_err(|e| ConfigError::Load(e.to_string()))?;
-    let mut settings: Settings = merged
+    merged
         .try_deserialize()
-        .map_err(|e| ConfigError::Load(e.to_string()))?;
-    settings.base_dir = base_dir.to_path_buf();
-    settings.validate()?;
-    Ok(settings)
+        .map_err(|e| ConfigError::Load(e.to_string()))
+}
+
+/// When the file loads on its own but not with the overrides, the overrides that break it,
+/// each named by its environment variable (a mistyped `SEKOIA_RELAY__SERVER__LISTN` is not
+/// a mistake in the file, and must not be reported as one).
+fn blame_overrides(expanded: &str, overrides: &[Override]) -> Option<ConfigError> {
+    if overrides.is_empty() || merge(expanded, &[]).is_err() {
+        return None;
+    }
+    let blamed: Vec<String> = overrides
+        .iter()
+        .filter_map(|o| {
+            let alone = std::slice::from_ref(o);
+            merge(expanded, alone).err().map(|e| {
+                let detail = e.to_string();
+                let detail = detail.trim_start_matches("invalid configuration: ");
+                format!(
+                    "environment variable {} (sets `{}`): {detail}",
+                    o.var, o.key
+                )
+            })
+        })
+        .collect();
+    (!blamed.is_empty()).then(|| ConfigError::Invalid(blamed.join("; ")))
+}
+
+/// Validation problems about a key whose value came from environment variables say so, and
+/// say when the variable was set but empty (`SLACK_WEBHOOK_URL=` reads as "", which is not
+/// a URL, and the user must learn which variable to fix).
+fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> ConfigError {
+    let ConfigError::Invalid(all) = e else {
+        return e;
+    };
+    let problems: Vec<String> = all
+        .split("; ")
+        .map(|p| {
+            let source = sources.iter().find(|(key, _, _)| {
+                p.starts_with(&format!("{key} ")) || p.starts_with(&format!("{key}:"))
+            });
+            match source {
+                Some((_, vars, true)) => {
+                    format!(
+                        "{p} (it is empty: the environment variable {} is set to \"\")",
+                        vars.join(", ")
+                    )
+                }
+                Some((_, vars, false)) => {
+                    format!(
+                        "{p} (its value comes from the environment variable {})",
+                        vars.join(", ")
+                    )
+                }
+                None => p.to_string(),
+            }
+        })
+        .collect();
+    ConfigError::Invalid(problems.join("; "))
 }
 
 /// `SEKOIA_RELAY__SECTION__KEY=value` → (`section.key`, value). Values that parse as integers
 /// or booleans are passed typed so numeric keys can be overridden.
-fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
+fn collect_overrides(env: &Env) -> Vec<Override> {
     let prefix = format!("{OVERRIDE_PREFIX}__");
     env.iter()
         .filter_map(|(k, v)| {
@@ -429,43 +576,92 @@ fn collect_overrides(env: &Env) -> Vec<(String, config::Value)> {
             } else {
                 config::Value::from(v.as_str())
             };
-            Some((key, value))
+            Some(Override {
+                var: k.clone(),
+                key,
+                value,
+            })
         })
         .collect()
 }
 
-fn expand_table(
-    table: &mut toml::Table,
-    prefix: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    for (k, v) in table.iter_mut() {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        expand_value(v, &key, env)?;
-    }
-    Ok(())
+/// `${VAR}` expansion over the whole document, collecting every unset variable.
+struct Expander<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+    missing: Vec<ConfigError>,
+    /// (key, variables its value came from, whether the result is empty), for messages.
+    sources: Vec<(String, Vec<String>, bool)>,
 }
 
-fn expand_value(
-    value: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) => *s = expand_vars(s, key, env)?,
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                expand_value(item, &format!("{key}[{i}]"), env)?;
-            }
+impl Expander<'_> {
+    fn table(&mut self, table: &mut toml::Table, prefix: &str) -> Result<(), ConfigError> {
+        for (k, v) in table.iter_mut() {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            self.value(v, &key)?;
         }
-        toml::Value::Table(t) => expand_table(t, key, env)?,
-        _ => {}
+        Ok(())
     }
-    Ok(())
+
+    fn value(&mut self, value: &mut toml::Value, key: &str) -> Result<(), ConfigError> {
+        match value {
+            toml::Value::String(s) => match expand_vars(s, key, self.env) {
+                Ok(v) => {
+                    // Only variables that are set gave the value (others used their default).
+                    let vars: Vec<String> = referenced_vars(s)
+                        .into_iter()
+                        .filter(|name| (self.env)(name).is_some())
+                        .collect();
+                    if !vars.is_empty() {
+                        self.sources.push((key.to_string(), vars, v.is_empty()));
+                    }
+                    *s = v;
+                }
+                Err(ConfigError::MissingVar { .. }) if self.secrets.may_skip(key) => {
+                    *s = UNRESOLVED_SECRET.to_string();
+                }
+                Err(e @ ConfigError::MissingVar { .. }) => self.missing.push(e),
+                Err(e) => return Err(e),
+            },
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.value(item, &format!("{key}[{i}]"))?;
+                }
+            }
+            toml::Value::Table(t) => self.table(t, key)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The variable names a config string refers to (`${NAME}` or `${NAME:-default}`).
+fn referenced_vars(s: &str) -> Vec<String> {
+    s.replace("$$", "")
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| {
+            let inner = rest.split('}').next()?;
+            let name = inner.split(":-").next()?;
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// Whether `key` (as `expand` names it) holds a secret only sending needs: a target's `url`
+/// or `headers`, `sekoia.api_key`, a hook's `api_key`.
+fn is_secret_key(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    match parts[..] {
+        ["targets", _, "url"] | ["sekoia", "api_key"] => true,
+        ["targets", _, "headers", ..] => true,
+        [hook, "api_key"] => hook.starts_with("hooks["),
+        _ => false,
+    }
 }
 
 /// Expand `${VAR}` and `${VAR:-default}` in a config string. `$$` is a literal `$`.
@@ -559,6 +755,24 @@ impl Settings {
                 "server.listen = {:?} is not an address like 127.0.0.1:8000",
                 self.server.listen
             ));
+        }
+        if !self.server.metrics_listen.is_empty()
+            && self.server.metrics_listen.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "server.metrics_listen = {:?} is not an address like 127.0.0.1:9100",
+                self.server.metrics_listen
+            ));
+        }
+        if !self.server.public_url.is_empty() {
+            let ok = url::Url::parse(&self.server.public_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                problems.push(format!(
+                    "server.public_url = {:?} is not an http(s) URL: write it with its scheme, e.g. \"https://relay.example.com\"",
+                    self.server.public_url
+                ));
+            }
         }
         if self.server.max_body_bytes == 0 {
             problems.push("server.max_body_bytes must be > 0".into());
@@ -791,6 +1005,156 @@ mod tests {
             err.contains("KEY") && err.contains("sekoia.api_key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_missing_variable_is_reported_at_once() {
+        let text = MINIMAL.to_string()
+            + "\n[sekoia]\napi_key = \"${KEY}\"\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MATTERMOST_WEBHOOK_URL}\"\n";
+        let err = load_with(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("KEY") && err.contains("sekoia.api_key"),
+            "{err}"
+        );
+        assert!(
+            err.contains("MATTERMOST_WEBHOOK_URL") && err.contains("targets.mm.url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn commands_that_send_nothing_skip_unset_secrets_only() {
+        let text = MINIMAL.to_string()
+            + "\n[sekoia]\napi_key = \"${KEY}\"\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MM_URL}\"\n\
+               [targets.soar]\nkind = \"webhook\"\nurl = \"https://soar.invalid/x\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n";
+        let skip = |text: &str, env: &[(&str, &str)]| {
+            load_str_with(
+                text,
+                Path::new("config.toml"),
+                Path::new("."),
+                &env_of(env),
+                Secrets::Skip,
+            )
+        };
+        let s = skip(&text, &[]).expect("secrets are not needed");
+        assert_eq!(
+            s.targets["mm"].url.as_ref().unwrap().expose_secret(),
+            UNRESOLVED_SECRET
+        );
+        // A set variable still resolves.
+        let s = skip(&text, &[("MM_URL", "https://mm.invalid/hooks/1")]).unwrap();
+        assert_eq!(
+            s.targets["mm"].url.as_ref().unwrap().expose_secret(),
+            "https://mm.invalid/hooks/1"
+        );
+        // Anything else must still resolve: the store path is needed by dead-letters.
+        let err = skip(
+            &format!("{text}[store]\npath = \"${{DATA}}/relay.db\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DATA") && err.contains("store.path"), "{err}");
+        assert!(load_with(&text, &[]).is_err(), "the server needs them");
+    }
+
+    #[test]
+    fn send_test_needs_the_secrets_of_its_target_only() {
+        let text = MINIMAL.to_string()
+            + "\n[targets.mm]\nkind = \"mattermost\"\nurl = \"${MM_URL}\"\n[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_URL}\"\n";
+        let only = |target: &str, env: &[(&str, &str)]| {
+            load_str_with(
+                &text,
+                Path::new("config.toml"),
+                Path::new("."),
+                &env_of(env),
+                Secrets::SkipAllBut(target.to_string()),
+            )
+        };
+        assert!(only("slack", &[("SLACK_URL", "https://hooks.slack.invalid/x")]).is_ok());
+        let err = only("slack", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("SLACK_URL") && !err.contains("MM_URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_mistyped_override_is_blamed_on_its_variable() {
+        let err = load_with(MINIMAL, &[("SEKOIA_RELAY__SERVER__LISTN", "0.0.0.0:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable SEKOIA_RELAY__SERVER__LISTN (sets `server.listn`)"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `listn`"), "{err}");
+        // A mistake in the file itself is still the file's.
+        let err = load_with(
+            &format!("{MINIMAL}\n[server]\nlistn = \"x\"\n"),
+            &[("SEKOIA_RELAY__SERVER__LISTEN", "0.0.0.0:1")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("environment variable"), "{err}");
+    }
+
+    #[test]
+    fn a_value_from_an_empty_variable_names_it() {
+        let text = MINIMAL.to_string()
+            + "\n[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_WEBHOOK_URL}\"\n";
+        let err = load_with(&text, &[("SLACK_WEBHOOK_URL", "")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("targets.slack.url is not an http(s) URL (it is empty: the environment variable SLACK_WEBHOOK_URL is set to \"\")"),
+            "{err}"
+        );
+        let err = load_with(&text, &[("SLACK_WEBHOOK_URL", "hooks.slack.com/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(its value comes from the environment variable SLACK_WEBHOOK_URL)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn public_url_needs_a_scheme() {
+        for bad in [
+            "relay.example.com",
+            "localhost:8000",
+            "ftp://relay.example.com",
+        ] {
+            let err = load_text(&format!("[server]\npublic_url = \"{bad}\"\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.public_url"), "{bad}: {err}");
+        }
+        let err = load_with(
+            MINIMAL,
+            &[("SEKOIA_RELAY__SERVER__PUBLIC_URL", "relay.example.com")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "(its value comes from the environment variable SEKOIA_RELAY__SERVER__PUBLIC_URL)"
+            ),
+            "{err}"
+        );
+        // A default used because the variable is unset is not blamed on the variable.
+        let err = load_text(&format!(
+            "[server]\npublic_url = \"${{PUBLIC:-relay.example.com}}\"\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("environment variable"), "{err}");
+        let s = load_text(&format!(
+            "[server]\npublic_url = \"https://relay.example.com\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(s.server.public_url, "https://relay.example.com");
     }
 
     #[test]

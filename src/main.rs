@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -26,21 +26,34 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<ExitCode> {
     let args = Cli::parse();
-    let command = args.command.unwrap_or(Command::Serve);
+    let command = args.command.unwrap_or(Command::Serve { pid_file: None });
     if let Command::NewHook { name } = &command {
         print!("{}", cli::new_hook(name));
         return Ok(ExitCode::SUCCESS);
     }
     let path = configuration::config_path(args.config);
-    if let Command::Check = &command {
-        let report = commands::check::run(&path);
+    if let Command::Check { online } = &command {
+        let mut report = commands::check::run(&path);
+        if *online {
+            // Only a config that loads has keys to verify; a broken one is already reported.
+            if let Ok(settings) = configuration::load(&path) {
+                let checks = commands::verify::run(&settings).await;
+                commands::verify::add_to_report(&mut report, &checks);
+            }
+        }
         print!("{}", report.to_text());
         return Ok(exit(report.ok()));
     }
-    let settings =
-        configuration::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
+    // Commands that send nothing must work without the targets' secrets in the environment.
+    let secrets = match &command {
+        Command::Serve { .. } => configuration::Secrets::Resolve,
+        Command::SendTest { target } => configuration::Secrets::SkipAllBut(target.clone()),
+        _ => configuration::Secrets::Skip,
+    };
+    let settings = configuration::load_with_secrets(&path, secrets)
+        .with_context(|| format!("cannot load {}", path.display()))?;
     match command {
-        Command::Serve => {
+        Command::Serve { pid_file } => {
             telemetry::init(settings.server.log_format);
             // Listen for SIGHUP before anything else: its default action kills the process,
             // and a reload sent during startup must not do that.
@@ -48,13 +61,33 @@ async fn run() -> anyhow::Result<ExitCode> {
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("cannot listen for SIGHUP")?;
             let shutdown = shutdown_signal().context("cannot listen for SIGTERM/SIGINT")?;
+            let for_key_check = settings.clone();
             let app = Application::build(settings).await.context("cannot start")?;
+            // In the background: a slow or unreachable API must not delay serving.
+            tokio::spawn(commands::verify::log_at_startup(for_key_check));
             #[cfg(unix)]
             tokio::spawn(reload_on_sighup(hangup, app.reload_handle(), path));
-            app.run_until(shutdown).await?;
+            // Written once serving (the store lock is held): a second relay on the same
+            // store fails before it could overwrite the file.
+            if let Some(file) = &pid_file {
+                std::fs::write(file, format!("{}\n", std::process::id()))
+                    .with_context(|| format!("cannot write the pid file {}", file.display()))?;
+            }
+            let served = app.run_until(shutdown).await;
+            if let Some(file) = &pid_file {
+                let _ = std::fs::remove_file(file);
+            }
+            served?;
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
-        Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd)?),
+        Command::DeadLetters(cmd) => match cli::dead_letters(&settings, &cmd, &mut confirm_purge) {
+            Ok(text) => print!("{text}"),
+            Err(cli::CliError::Usage(message)) => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => return Err(e.into()),
+        },
         Command::Healthcheck => {
             if !cli::healthcheck(&settings).await {
                 return Ok(ExitCode::FAILURE);
@@ -82,9 +115,24 @@ async fn run() -> anyhow::Result<ExitCode> {
             print!("{}", report.to_text());
             return Ok(exit(report.delivered));
         }
-        Command::NewHook { .. } | Command::Check => {}
+        Command::NewHook { .. } | Command::Check { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// On a terminal, ask before deleting `count` dead letters; elsewhere (scripts, cron) go on.
+fn confirm_purge(count: usize) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("Delete {count} dead letter(s) for good? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn exit(ok: bool) -> ExitCode {

@@ -40,6 +40,9 @@ pub struct ReloadHandle {
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) wake: Arc<Notify>,
+    /// The settings the process started with: restart-only keys keep these values, so a
+    /// reload is compared with them (not with the last reload, which may not have applied).
+    pub(crate) started: Arc<Settings>,
     /// Two reloads at once would race on "compare with the old config": one at a time.
     pub(crate) lock: Arc<Mutex<()>>,
 }
@@ -69,7 +72,7 @@ impl ReloadHandle {
         // Compiling first is what keeps a bad config from replacing a good one.
         let new = Runtime::build(settings)?;
         let old = self.runtime.load_full();
-        let restart_needed = restart_needed(&old.settings, &new.settings);
+        let restart_needed = restart_needed(&self.started, &new.settings);
         for key in &restart_needed {
             tracing::warn!(
                 key,
@@ -124,6 +127,10 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let (ok, nk) = (&old.sekoia, &new.sekoia);
     let checks = [
         ("server.listen", os.listen != ns.listen),
+        (
+            "server.metrics_listen",
+            os.metrics_listen != ns.metrics_listen,
+        ),
         ("server.log_format", os.log_format != ns.log_format),
         (
             "server.shutdown_grace_secs",

@@ -12,9 +12,15 @@
 //! hook and the route.
 //!
 //! Conditions that need the alert *fail open* when it is unavailable ([`when_passes`],
-//! [`passes_min_urgency`]): a missing alert must never silence a page.
+//! [`passes_min_urgency`]): a missing alert must never silence a page. A comparison whose
+//! two sides have different types (`alert.urgency.current_value >= '50'`) is an evaluation
+//! error ([`compare`]), so it fails open too, with one warning per rule.
+
+mod compare;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value};
@@ -125,6 +131,9 @@ struct Condition {
     source: String,
     /// Whether the expression reads the `alert` variable (for the fail-open rule).
     reads_alert: bool,
+    /// Set once the evaluation error of this rule has been logged: a broken rule would
+    /// otherwise log one warning per event and target.
+    warned: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +196,7 @@ impl Router {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(WHEN_FUEL));
         crate::render::filters::register(&mut env);
+        env.add_function(compare::CMP_FUNCTION, compare::compare);
 
         let mut problems = Vec::new();
         let mut hooks = BTreeMap::new();
@@ -285,7 +295,12 @@ impl Router {
                 let (Some(cond), Some(target)) = (when, targets.first()) else {
                     continue;
                 };
-                if let WhenValue::Error(e) = self.eval(cond, input, target) {
+                let mismatches = self.mismatches(cond, input, target);
+                let failed = match self.eval(cond, input, target) {
+                    WhenValue::Error(e) if mismatches.is_empty() => Some(e),
+                    _ => None,
+                };
+                for e in mismatches.into_iter().chain(failed) {
                     errors.push(format!(
                         "{}: `when` = {:?} fails at run time: {e} (the route would then always match)",
                         where_(hook, &route),
@@ -380,22 +395,51 @@ impl Router {
     ) -> bool {
         let value = self.eval(cond, input, target);
         let unavailable = alert_unavailable(input.event, input.alert);
-        if let WhenValue::Error(e) = &value {
+        let first =
+            matches!(value, WhenValue::Error(_)) && !cond.warned.swap(true, Ordering::Relaxed);
+        if let (WhenValue::Error(e), true) = (&value, first) {
             tracing::warn!(
                 hook,
                 route,
                 target,
                 expression = %cond.source,
                 error = %e,
-                "`when` failed to evaluate: the condition counts as true (fail open)"
+                "`when` failed to evaluate: the condition counts as true (fail open); logged once per rule until the next reload"
             );
         }
         when_passes(&value, unavailable, cond.reads_alert)
     }
 
-    fn eval(&self, cond: &Condition, input: &RenderInput, target: &str) -> WhenValue {
+    /// Every comparison of `cond` whose sides have different types on this input, evaluated
+    /// without stopping at the first (for `check`).
+    fn mismatches(&self, cond: &Condition, input: &RenderInput, target: &str) -> Vec<String> {
+        let mut ctx = self.context(input, target);
+        ctx[compare::COLLECT_VAR] = json!(true);
+        let Ok(captured) = self
+            .env
+            .get_template(&cond.name)
+            .and_then(|t| t.render_captured(&ctx))
+        else {
+            return Vec::new();
+        };
+        captured
+            .state()
+            .get_temp(compare::MISMATCHES_TEMP)
+            .and_then(|v| {
+                v.try_iter()
+                    .ok()
+                    .map(|it| it.map(|m| m.to_string()).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    fn context(&self, input: &RenderInput, target: &str) -> Value {
         let kind = self.kinds.get(target).map(|k| k.as_str()).unwrap_or("");
-        let ctx = context_json(input, json!({"name": target, "kind": kind}));
+        context_json(input, json!({"name": target, "kind": kind}))
+    }
+
+    fn eval(&self, cond: &Condition, input: &RenderInput, target: &str) -> WhenValue {
+        let ctx = self.context(input, target);
         let rendered = self
             .env
             .get_template(&cond.name)
@@ -435,8 +479,10 @@ fn compile_when(
         let vars: HashSet<String> = expr.undeclared_variables(false);
         vars.contains("alert")
     };
+    // Comparisons become type-checked calls (see `compare`); the rest keeps its meaning.
+    let checked = compare::rewrite(source).map_err(|e| (e.line(), describe(&e)))?;
     let wrapper = format!(
-        "{{%- set __when = ({source}) -%}}{{{{ \"u\" if __when is undefined else (\"1\" if __when else \"0\") }}}}"
+        "{{%- set __when = ({checked}) -%}}{{{{ \"u\" if __when is undefined else (\"1\" if __when else \"0\") }}}}"
     );
     env.add_template_owned(name.to_string(), wrapper)
         .map_err(|e| (e.line(), describe(&e)))?;
@@ -444,6 +490,7 @@ fn compile_when(
         name: name.to_string(),
         source: source.to_string(),
         reads_alert,
+        warned: Arc::default(),
     }))
 }
 
@@ -705,6 +752,36 @@ mod tests {
         let errors = r.evaluation_errors("soc", &input(&created, Some(&alert_with(85, "x"))));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("route 2"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_quoted_number_fails_open_and_is_reported() {
+        let r = router(&format!(
+            r#"
+            [[hooks]]
+            name = "soc"
+            id = "{ID}"
+            [[hooks.routes]]
+            targets = ["slack"]
+            when = "alert.urgency.current_value >= '50'"
+            [[hooks.routes]]
+            targets = ["pager"]
+            when = "alert.rule.name == 42 or alert.title > 5"
+            "#
+        ))
+        .expect("compiles");
+        let created = event("alert", "created");
+        // Urgency 10: `10 >= '50'` would otherwise be decided by type order, silently.
+        let quiet = alert_with(10, "x");
+        assert_eq!(
+            selected(&r, &created, Some(&quiet)),
+            vec!["slack".to_string(), "pager".to_string()]
+        );
+        let errors = r.evaluation_errors("soc", &input(&created, Some(&quiet)));
+        assert_eq!(errors.len(), 3, "every comparison is reported: {errors:?}");
+        assert!(errors[0].contains("route 1") && errors[0].contains("a number with a string"));
+        assert!(errors[1].contains("route 2") && errors[1].contains("alert.rule.name == 42"));
+        assert!(errors[2].contains("alert.title > 5"), "{errors:?}");
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct AppState {
     pub store: Store,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Paces the log lines about refused posts (a flood must not fill the disk).
+    pub refusals: routes::hooks::RefusalLog,
 }
 
 impl AppState {
@@ -107,9 +109,11 @@ impl AppState {
     }
 }
 
-/// The actix app: routes only, so tests could drive it without a socket.
+/// The actix app: routes only, so tests could drive it without a socket. `/metrics` is
+/// served here unless `server.metrics_listen` gives it a listener of its own.
 pub fn build_app(
     state: web::Data<AppState>,
+    serve_metrics: bool,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -125,6 +129,28 @@ pub fn build_app(
         .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
+        .configure(|cfg| {
+            if serve_metrics {
+                cfg.route("/metrics", web::get().to(routes::metrics::metrics));
+            }
+        })
+        .default_service(web::to(routes::not_found))
+}
+
+/// The app of `server.metrics_listen`: `/metrics` only.
+fn build_metrics_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
         .route("/metrics", web::get().to(routes::metrics::metrics))
         .default_service(web::to(routes::not_found))
 }
@@ -132,12 +158,16 @@ pub fn build_app(
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `server.metrics_listen` server, when configured.
+    metrics_server: Option<(Server, u16)>,
     deliverer: Arc<Deliverer>,
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,
     grace: Duration,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    /// The settings the process started with: what restart-only keys still use.
+    started: Arc<Settings>,
 }
 
 impl Application {
@@ -148,9 +178,14 @@ impl Application {
         let alerts = Arc::new(AlertClient::new(&settings.sekoia)?.with_metrics(metrics.clone()));
         let sender = build_sender(&settings)?;
         let listen = settings.server.listen.clone();
+        let metrics_listen = settings.server.metrics_listen.clone();
+        for warning in crate::commands::check::exposure_warnings(&settings) {
+            tracing::warn!("{warning}");
+        }
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let max_body = settings.server.max_body_bytes;
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(settings)?));
+        let started = runtime.load().settings.clone();
         let wake = Arc::new(Notify::new());
 
         let rt_for_delivery = runtime.clone();
@@ -173,8 +208,11 @@ impl Application {
             store: store.clone(),
             wake: wake.clone(),
             metrics: metrics.clone(),
+            refusals: routes::hooks::RefusalLog::new(),
         });
-        let server = HttpServer::new(move || build_app(state.clone()))
+        let serve_metrics = metrics_listen.is_empty();
+        let main_state = state.clone();
+        let server = HttpServer::new(move || build_app(main_state.clone(), serve_metrics))
             .listen(listener)
             .map_err(|source| StartupError::Bind {
                 addr: listen.clone(),
@@ -189,15 +227,22 @@ impl Application {
             .disable_signals()
             .run();
         tracing::info!(addr = %listen, port, max_body, "listening");
+        let metrics_server = if serve_metrics {
+            None
+        } else {
+            Some(metrics_server(&metrics_listen, state)?)
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             deliverer,
             store,
             runtime,
             grace,
             metrics,
             wake,
+            started,
         })
     }
 
@@ -208,12 +253,18 @@ impl Application {
             deliverer: self.deliverer.clone(),
             metrics: self.metrics.clone(),
             wake: self.wake.clone(),
+            started: self.started.clone(),
             lock: Default::default(),
         }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `server.metrics_listen`, when it is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     pub fn store(&self) -> &Store {
@@ -226,6 +277,10 @@ impl Application {
         let stop = CancellationToken::new();
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let metrics = self.metrics_server.map(|(s, _)| {
+            let handle = s.handle();
+            (handle, tokio::spawn(s))
+        });
         let delivery = tokio::spawn(self.deliverer.clone().run(stop.clone(), self.grace));
         let pruner = tokio::spawn(prune_loop(
             self.store.clone(),
@@ -241,9 +296,33 @@ impl Application {
         let _ = delivery.await;
         let _ = pruner.await;
         let _ = server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The `/metrics`-only server on `addr` (small: a scraper or two).
+fn metrics_server(addr: &str, state: web::Data<AppState>) -> Result<(Server, u16), StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let server = HttpServer::new(move || build_metrics_app(state.clone()))
+        .listen(listener)
+        .map_err(bind_error)?
+        .workers(1)
+        .client_request_timeout(Duration::from_secs(5))
+        .keep_alive(Duration::from_secs(30))
+        .disable_signals()
+        .run();
+    tracing::info!(addr = %addr, port, "metrics listening");
+    Ok((server, port))
 }
 
 /// Hourly: drop finished rows older than `retention_days` (kept for inspection until then).

@@ -9,7 +9,9 @@
 //!    field limit (Slack header 150 characters, Mattermost text 4 000, …) are warnings.
 //!
 //! Warnings (not failures): hook ids shorter than 32 characters, Teams URLs without `sig=`,
-//! targets no hook uses. Nothing here touches the network or the store.
+//! targets no hook uses, and (with `public_url`) the demo hook id and a public `/metrics`.
+//! Nothing here touches the network or the store; `check --online` adds the API key check of
+//! [`super::verify`].
 
 use std::path::Path;
 
@@ -29,6 +31,8 @@ pub const MIN_HOOK_ID_CHARS: usize = 32;
 pub struct Report {
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// What went well and is worth saying (`check --online`: a key that works).
+    pub notes: Vec<String>,
     /// One line about what was checked.
     pub summary: String,
 }
@@ -46,6 +50,9 @@ impl Report {
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("ok: {n}\n"));
         }
         out.push_str(&format!(
             "{}: {} problem(s), {} warning(s){}\n",
@@ -126,8 +133,7 @@ pub fn run(path: &Path) -> Report {
         }
         Err(e) => Report {
             problems: config_problems(path, &e),
-            warnings: Vec::new(),
-            summary: String::new(),
+            ..Report::default()
         },
     }
 }
@@ -139,7 +145,11 @@ fn config_problems(path: &Path, e: &ConfigError) -> Vec<String> {
             .split("; ")
             .map(|p| format!("{}: {p}", path.display()))
             .collect(),
-        other => vec![format!("{}: {other}", path.display())],
+        other => vec![format!(
+            "{}: {}",
+            path.display(),
+            crate::cli::error_chain(other)
+        )],
     }
 }
 
@@ -665,9 +675,39 @@ pub fn permission_warning(path: &Path, mode: u32, settings: &Settings) -> Option
     })
 }
 
+/// The id of the demo hook in the shipped `config.toml`: public, since it is in the repository.
+pub const DEMO_HOOK_ID: &str = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e";
+
+/// Warnings about what the internet can reach once `server.public_url` is set (logged at
+/// startup too).
+///
+/// Rule: with a `public_url`, warn about a hook still using the shipped demo id, and about
+/// `/metrics` served on the public listener (no `server.metrics_listen`). Reason: the demo id
+/// is in the repository, so anyone can post alerts to a relay that kept it; and the tunnel or
+/// proxy that forwards the hooks forwards `/metrics` too, which names every hook and target.
+/// Without a `public_url` the relay is presumed local, and the demo hook is the quick start.
+pub fn exposure_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    if settings.server.public_url.is_empty() {
+        return out;
+    }
+    for h in settings.hooks.iter().filter(|h| h.id == DEMO_HOOK_ID) {
+        out.push(format!(
+            "hook {:?} uses the demo id shipped in config.toml, which is public: delete that hook (or give it a new id with `sekoia-relay new-hook`) before exposing the relay at server.public_url",
+            h.name
+        ));
+    }
+    if settings.server.metrics_listen.is_empty() {
+        out.push(
+            "GET /metrics is served on the listener that server.public_url exposes: set server.metrics_listen (e.g. \"127.0.0.1:9100\") to serve it on a private address only".into(),
+        );
+    }
+    out
+}
+
 /// Warnings that do not stop the relay but deserve attention.
 pub fn settings_warnings(settings: &Settings) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = exposure_warnings(settings);
     for h in &settings.hooks {
         let n = h.id.chars().count();
         if n < MIN_HOOK_ID_CHARS {
@@ -812,6 +852,120 @@ mod tests {
             load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
         let r = check_settings(&s);
         assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+
+        // And every one reads well on every sample `check` renders: a report (no alert, no
+        // short id) or an unenriched alert must not show "Alert " or " created : (no details)".
+        let renderer = Renderer::new(&s).expect("templates");
+        let mut bad = Vec::new();
+        for kind in kinds {
+            for sample in samples::all() {
+                let input = sample_input(&s, &sample, "soc", kind);
+                let body = renderer.render_strict(kind, &input).expect("renders");
+                let texts = if kind == "console" {
+                    vec![body]
+                } else {
+                    let mut leaves = Vec::new();
+                    string_leaves(&serde_json::from_str(&body).expect("JSON"), &mut leaves);
+                    leaves
+                };
+                for t in texts {
+                    if let Some(why) = reads_badly(&t) {
+                        bad.push(format!("{kind} / {}: {why}: {t:?}", sample.name));
+                    }
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    fn string_leaves(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| string_leaves(i, out)),
+            // The webhook example's `raw` is the alert as received: data, not wording.
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "raw")
+                .for_each(|(_, i)| string_leaves(i, out)),
+            _ => {}
+        }
+    }
+
+    /// Text a reader would find broken: stray spaces around it or inside, a dangling
+    /// separator, a missing value printed as a word.
+    fn reads_badly(t: &str) -> Option<&'static str> {
+        let stray = t
+            .lines()
+            .any(|l| !l.is_empty() && (l.trim() != l || l.contains("  ")));
+        if t.trim().is_empty() {
+            Some("empty")
+        } else if stray {
+            Some("stray spaces")
+        } else if t.contains(" :") || t.contains(": (") || t.trim_end().ends_with(':') {
+            Some("a dangling separator")
+        } else if t
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| matches!(w, "none" | "None" | "undefined" | "null"))
+        {
+            Some("a missing value printed")
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn type_mismatched_comparisons_are_problems() {
+        let s = settings(
+            r#"
+            [targets.out]
+            kind = "console"
+            [[hooks]]
+            name = "soc"
+            id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.urgency.current_value >= '50'"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.rule.name == 42"
+            [[hooks.routes]]
+            targets = ["out"]
+            when = "alert.title > 5"
+            "#,
+        );
+        let r = check_settings(&s);
+        assert!(!r.ok());
+        let text = r.to_text();
+        for expected in [
+            "route 1 ([[hooks.routes]] #1): `when` = \"alert.urgency.current_value >= '50'\" fails at run time",
+            "compares a number with a string",
+            "`alert.rule.name == 42` compares a string with a number",
+            "`alert.title > 5` compares a string with a number",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_public_url_with_the_demo_hook_or_public_metrics_is_a_warning() {
+        let local = format!(
+            "[targets.out]\nkind = \"console\"\n[[hooks]]\nname = \"demo\"\nid = \"{DEMO_HOOK_ID}\"\ntargets = [\"out\"]\n"
+        );
+        assert!(
+            exposure_warnings(&settings(&local)).is_empty(),
+            "local: the quick start"
+        );
+        let public = format!("[server]\npublic_url = \"https://x.ngrok-free.app\"\n{local}");
+        let w = settings_warnings(&settings(&public)).join("\n");
+        assert!(w.contains("hook \"demo\" uses the demo id"), "{w}");
+        assert!(w.contains("server.metrics_listen"), "{w}");
+        let fixed = public
+            .replace(DEMO_HOOK_ID, "0b9a0a9e-3f7c-4a4e-9a8e-2f0c2b9f6a11")
+            .replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:9100\"\n",
+            );
+        assert!(exposure_warnings(&settings(&fixed)).is_empty());
     }
 
     #[test]

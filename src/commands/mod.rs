@@ -1,11 +1,13 @@
 //! The commands of SPEC §2 that work on templates and routing before SEKOIA.IO ever calls:
-//! `check` ([`check`]), `render` ([`render`]) and `send-test` ([`send_test`]), with the sample
-//! events and alerts they use ([`samples`], embedded in the binary).
+//! `check` ([`check`], and [`verify`] for `check --online`), `render` ([`render`]) and
+//! `send-test` ([`send_test`]), with the sample events and alerts they use ([`samples`],
+//! embedded in the binary).
 
 pub mod check;
 pub mod render;
 pub mod samples;
 pub mod send_test;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -42,6 +42,11 @@ pub enum TargetOutput {
         target: String,
         reason: String,
     },
+    /// A `when` of the hook fails on this event (e.g. compares a number with a string): the
+    /// server counts it as true (fail open) and logs a warning.
+    WhenFails {
+        message: String,
+    },
 }
 
 /// Route and render; `Err` only when the command cannot run (unknown hook, unreadable file).
@@ -79,7 +84,11 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
         app_url: hook.app_url(&settings.sekoia),
     };
     let selection = router.select(&hook.name, &input);
-    let mut out = Vec::new();
+    let mut out: Vec<TargetOutput> = router
+        .evaluation_errors(&hook.name, &input)
+        .into_iter()
+        .map(|message| TargetOutput::WhenFails { message })
+        .collect();
     for target in &selection.selected {
         let input = RenderInput {
             target_name: target,
@@ -141,6 +150,10 @@ pub fn print(
             }
             TargetOutput::NotRouted { target, reason } => {
                 writeln!(stderr, "==> target {target}: not routed ({reason})")?;
+            }
+            TargetOutput::WhenFails { message } => {
+                ok = false;
+                writeln!(stderr, "!!  routing: {message}")?;
             }
         }
     }

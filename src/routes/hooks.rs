@@ -5,9 +5,13 @@
 //! excluded type/action 200 filtered. Only a committed event gets a 202.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use ipnet::IpNet;
 use serde_json::json;
@@ -22,6 +26,58 @@ use crate::telemetry::hook_id_prefix;
 /// How long a client may take to send its body: a slow client must not hold a worker forever.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Log lines about refused posts: a burst of this many, then one per second.
+const REFUSAL_LOG_BURST: u32 = 20;
+
+/// Paces the log lines about refused posts, counting the lines it holds back.
+///
+/// Rule: up to [`REFUSAL_LOG_BURST`] lines at once, then one per second; the next line logged
+/// says how many were suppressed. Reason: each refusal must leave a trace (hook, reason,
+/// client address) so a misconfigured sender or proxy can be diagnosed, but anyone on the
+/// internet can post garbage, and a flood of refusals must not fill the disk (at most about
+/// 86 400 lines a day).
+pub struct RefusalLog {
+    limiter: DefaultDirectRateLimiter,
+    suppressed: AtomicU64,
+}
+
+impl RefusalLog {
+    pub fn new() -> Self {
+        let burst = NonZeroU32::new(REFUSAL_LOG_BURST).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        if self.limiter.check().is_ok() {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The client address as the relay sees it: the peer, or the `X-Forwarded-For` client when
+/// the peer is a trusted proxy (what `allow_from` is checked against).
+fn seen_client(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    req.peer_addr()
+        .map(|a| client_ip(a.ip(), forwarded, trusted))
+}
+
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
@@ -30,8 +86,17 @@ pub async fn receive(
 ) -> Result<HttpResponse, ApiError> {
     let hook_id = path.into_inner();
     let runtime = state.runtime();
+    let trusted = &runtime.settings.server.trusted_proxies;
     let Some(hook) = runtime.hook_by_id(&hook_id) else {
-        tracing::info!(hook_id = %hook_id_prefix(&hook_id), "post to an unknown hook");
+        if let Some(suppressed) = state.refusals.admit() {
+            tracing::info!(
+                hook_id = %hook_id_prefix(&hook_id),
+                client = %display_ip(seen_client(&req, trusted)),
+                status = 404,
+                suppressed,
+                "post to an unknown hook"
+            );
+        }
         state
             .metrics
             .event_received(UNKNOWN_HOOK, EventOutcome::Rejected4xx);
@@ -43,6 +108,19 @@ pub async fn receive(
         Err(ApiError::Unavailable) => EventOutcome::StoreError,
         Err(_) => EventOutcome::Rejected4xx,
     };
+    // One line per refusal (the 503 has its own error line), paced.
+    let refused = match &result {
+        Err(ApiError::Unavailable) => None,
+        Err(e) => Some((e.status_code().as_u16(), e.to_string())),
+        Ok(_) => None,
+    };
+    if let Some((status, reason)) = refused {
+        if let Some(suppressed) = state.refusals.admit() {
+            let client = display_ip(seen_client(&req, trusted));
+            let hook = hook.settings.name.as_str();
+            tracing::info!(hook, %client, status, %reason, suppressed, "post refused");
+        }
+    }
     state.metrics.event_received(&hook.settings.name, outcome);
     result.map(|(_, response)| response)
 }
@@ -56,17 +134,10 @@ async fn accept(
     hook: &HookEntry,
 ) -> Result<(EventOutcome, HttpResponse), ApiError> {
     if !hook.settings.allow_from.is_empty() {
-        let peer = req.peer_addr().map(|a| a.ip());
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let allowed = peer.is_some_and(|peer| {
-            let ip = client_ip(peer, forwarded, &runtime.settings.server.trusted_proxies);
-            hook.settings.allow_from.iter().any(|net| net.contains(&ip))
-        });
+        let allowed = seen_client(req, &runtime.settings.server.trusted_proxies)
+            .is_some_and(|ip| hook.settings.allow_from.iter().any(|net| net.contains(&ip)));
         if !allowed {
-            tracing::warn!(hook = %hook.settings.name, "post from an address outside allow_from");
+            // Logged by `receive` with the address seen.
             return Err(ApiError::Forbidden);
         }
     }
@@ -91,7 +162,13 @@ async fn accept(
     if (!s.types.is_empty() && !s.types.contains(&event.kind))
         || (!s.actions.is_empty() && !s.actions.contains(&event.action))
     {
-        tracing::debug!(hook = %s.name, r#type = %event.kind, action = %event.action, "event filtered by the hook");
+        // Debug, not info: filtering is the hook doing its job. Paced like refusals.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(suppressed) = state.refusals.admit() {
+                let client = display_ip(seen_client(req, &runtime.settings.server.trusted_proxies));
+                tracing::debug!(hook = %s.name, %client, r#type = %event.kind, action = %event.action, suppressed, "event filtered by the hook");
+            }
+        }
         return Ok((
             EventOutcome::Filtered,
             HttpResponse::Ok().json(json!({ "status": "filtered" })),
@@ -132,6 +209,10 @@ async fn accept(
             Err(ApiError::Unavailable)
         }
     }
+}
+
+fn display_ip(ip: Option<IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
 }
 
 async fn read_body(
@@ -234,6 +315,23 @@ mod tests {
             peer
         );
         assert_eq!(client_ip(peer, Some("10.0.0.1"), &[]), peer);
+    }
+
+    #[test]
+    fn refusal_lines_are_paced_and_count_what_they_held_back() {
+        let log = RefusalLog::new();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.admit(), Some(0));
+        }
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        std::thread::sleep(Duration::from_millis(1050));
+        assert_eq!(
+            log.admit(),
+            Some(2),
+            "the next line says two were held back"
+        );
+        assert_eq!(log.admit(), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod alert;
 mod policy;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

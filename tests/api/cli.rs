@@ -552,3 +552,277 @@ fn config_comes_from_the_environment_and_relative_paths_from_its_directory() {
     );
     assert!(!ws.dir.path().join("state").exists());
 }
+
+/// `check --online` calls the Alert API once per distinct API URL and key, with the key as a
+/// Bearer token, and reports each outcome: ok, 401, 403, a wrong api_url, unreachable.
+#[tokio::test]
+async fn check_online_verifies_each_distinct_key_once_and_names_the_failure() {
+    let api = MockServer::start().await;
+    for (key, status) in [
+        ("good-key", 200),
+        ("no-perm-key", 403),
+        ("expired-key", 401),
+    ] {
+        let answer = if status == 200 {
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"items": [], "total": 0}))
+        } else {
+            ResponseTemplate::new(status).set_body_string("{\"message\":\"nope\"}")
+        };
+        Mock::given(method("GET"))
+            .and(path("/v1/sic/alerts"))
+            .and(wiremock::matchers::query_param("limit", "1"))
+            .and(wiremock::matchers::header(
+                "Authorization",
+                format!("Bearer {key}").as_str(),
+            ))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&api)
+            .await;
+    }
+    let uri = api.uri();
+    let ws = Workspace::new();
+    let hook = |name: &str, n: u8, extra: &str| {
+        format!(
+            "[[hooks]]\nname = \"{name}\"\nid = \"{n}7a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"t\"]\n{extra}\n"
+        )
+    };
+    let config = ws.config(&format!(
+        "[sekoia]\napi_url = \"{uri}\"\napi_key = \"good-key\"\n[targets.t]\nkind = \"console\"\n{}{}{}{}{}{}",
+        hook("soc", 1, ""),
+        hook("lab", 2, ""),
+        hook("noperm", 3, "api_key = \"no-perm-key\""),
+        hook("old", 4, "api_key = \"expired-key\""),
+        hook("typo", 5, &format!("api_url = \"{uri}/wrong\"")),
+        hook("down", 6, "api_url = \"http://127.0.0.1:9\""),
+    ));
+    let out = run_async(config.clone(), &["check", "--online"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "ok: SEKOIA.IO API key of [sekoia] (hooks soc, lab) at http://127.0.0.1",
+        "ok: the key can read alerts",
+        "error: SEKOIA.IO API key of hooks noperm at http://127.0.0.1",
+        "403: the key lacks the SIC_READ_ALERTS permission",
+        "error: SEKOIA.IO API key of hooks old",
+        "401: the key is invalid, expired or revoked, or was created in another region",
+        "error: SEKOIA.IO API key of hooks typo",
+        "404: api_url is not the Alert API of a region",
+        "error: SEKOIA.IO API key of hooks down at http://127.0.0.1:9: unreachable: cannot connect",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
+    }
+    for key in ["good-key", "no-perm-key", "expired-key"] {
+        assert!(!text.contains(key) && !stderr(&out).contains(key), "{text}");
+    }
+    api.verify().await;
+
+    // Offline `check` calls nothing.
+    let offline = run_async(config, &["check"]).await;
+    assert!(!stdout(&offline).contains("SEKOIA.IO API key"));
+}
+
+/// At startup the relay checks its key once and logs the result with the hook and target
+/// counts, never the key.
+#[tokio::test]
+async fn startup_logs_the_key_check_once_with_hook_and_target_counts() {
+    let sekoia = MockServer::start().await;
+    let chat = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/sic/alerts"))
+        .respond_with(ResponseTemplate::new(403).set_body_string("Forbidden"))
+        .expect(1)
+        .mount(&sekoia)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(&sekoia.uri(), &chat.uri(), dir.path(), DEFAULT_ROUTING),
+    )
+    .unwrap();
+    let relay = RelayProcess::start(&config, &[]);
+    assert!(
+        relay
+            .wait_for_output("missing_permission_403", std::time::Duration::from_secs(10))
+            .await
+    );
+    let out = relay.stop().await;
+    let lines: Vec<&String> = out.iter().filter(|l| l.contains("key_state")).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line: Value = serde_json::from_str(lines[0]).expect("JSON log line");
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["hooks"], 1);
+    assert_eq!(line["targets"], 2);
+    assert!(line["message"]
+        .as_str()
+        .unwrap()
+        .contains("SIC_READ_ALERTS"));
+    assert!(!out.iter().any(|l| l.contains("test-api-key-0123456789")));
+    sekoia.verify().await;
+}
+
+/// With the targets' variables unset, the commands that send nothing still work, and `check`
+/// names every unset variable, not only the first.
+#[test]
+fn commands_that_send_nothing_work_without_target_secrets() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[targets.mm]
+kind = "mattermost"
+url = "${MATTERMOST_WEBHOOK_URL}"
+[targets.slack]
+kind = "slack"
+url = "${SLACK_WEBHOOK_URL}"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+targets = ["mm", "slack"]
+"#,
+    );
+    let run_clean = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("SEKOIA_RELAY_CONFIG")
+            .env_remove("MATTERMOST_WEBHOOK_URL")
+            .env_remove("SLACK_WEBHOOK_URL")
+            .output()
+            .expect("run the binary")
+    };
+    for args in [
+        &["urls"][..],
+        &["dead-letters", "list"],
+        &["render", "--hook", "soc"],
+    ] {
+        let out = run_clean(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    let check = run_clean(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let text = stdout(&check);
+    assert!(
+        text.contains("MATTERMOST_WEBHOOK_URL is not set (used by key `targets.mm.url`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SLACK_WEBHOOK_URL is not set (used by key `targets.slack.url`)"),
+        "{text}"
+    );
+    // Sending needs them: send-test the secrets of its own target, and only those.
+    let send = run_clean(&["send-test", "mm"]);
+    assert_eq!(send.status.code(), Some(2));
+    assert!(stderr(&send).contains("MATTERMOST_WEBHOOK_URL"));
+    assert!(
+        !stderr(&send).contains("SLACK_WEBHOOK_URL"),
+        "{}",
+        stderr(&send)
+    );
+}
+
+/// Errors point to where the mistake is: a mistyped override names its variable, a missing
+/// file says why once, an empty variable is named, a public_url without scheme is refused.
+#[test]
+fn errors_point_to_the_variable_or_file_at_fault() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        "[targets.slack]\nkind = \"slack\"\nurl = \"${SLACK_WEBHOOK_URL}\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"slack\"]\n",
+    );
+    let relay = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"));
+        cmd.args(args).env_remove("SEKOIA_RELAY_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run the binary")
+    };
+    let path = config.display().to_string();
+    let slack = ("SLACK_WEBHOOK_URL", "https://hooks.slack.invalid/x");
+
+    let out = relay(
+        &["--config", &path, "urls"],
+        &[slack, ("SEKOIA_RELAY__SERVER__LISTN", "0.0.0.0:8000")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("environment variable SEKOIA_RELAY__SERVER__LISTN (sets `server.listn`): unknown field `listn`"),
+        "{err}"
+    );
+
+    // A port in use: the cause is said once, not once per level of the chain.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = relay(
+        &["--config", &path, "serve"],
+        &[slack, ("SEKOIA_RELAY__SERVER__LISTEN", &listen)],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.matches("Address already in use").count(),
+        1,
+        "the cause once: {line}"
+    );
+    let missing = ws.dir.path().join("nope.toml").display().to_string();
+    let out = stdout(&relay(&["--config", &missing, "check"], &[]));
+    assert!(
+        out.contains("No such file or directory"),
+        "check says why: {out}"
+    );
+
+    let out = stdout(&relay(
+        &["--config", &path, "check"],
+        &[("SLACK_WEBHOOK_URL", "")],
+    ));
+    assert!(
+        out.contains("targets.slack.url is not an http(s) URL (it is empty: the environment variable SLACK_WEBHOOK_URL is set to \"\")"),
+        "{out}"
+    );
+
+    let out = relay(
+        &["--config", &path, "urls"],
+        &[
+            slack,
+            ("SEKOIA_RELAY__SERVER__PUBLIC_URL", "relay.example.com"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("server.public_url = \"relay.example.com\" is not an http(s) URL"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `render` shows a route whose `when` compares a number with a string as taken (the server
+/// fails open) and says why, instead of silently showing it as not taken.
+#[test]
+fn render_names_a_type_mismatched_when_and_shows_the_route_taken() {
+    let ws = Workspace::new();
+    let config = ws.config(
+        r#"
+[targets.pager]
+kind = "console"
+[[hooks]]
+name = "soc"
+id = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e"
+[[hooks.routes]]
+targets = ["pager"]
+when = "alert.urgency.current_value >= '50'"
+"#,
+    );
+    let out = run(&config, &["render", "--hook", "soc"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("!!  routing: hook \"soc\", route 1"), "{err}");
+    assert!(err.contains("compares a number with a string"), "{err}");
+    assert!(err.contains("==> target pager (console"), "taken: {err}");
+    assert!(!stdout(&out).is_empty());
+}

@@ -487,3 +487,79 @@ async fn a_teams_2xx_carrying_a_connector_error_is_that_error() {
     assert!(list.contains("HTTP error 413"), "{list}");
     app.chat.verify().await;
 }
+
+/// The dead-letter commands do not let a mistake pass for success: unknown ids exit 1 and
+/// re-queue nothing, `retry` alone points to `--all`, `list` says since when each letter is
+/// dead, and `purge` asks on a terminal unless `--yes`.
+#[tokio::test]
+async fn dead_letter_commands_refuse_unknown_ids_and_ask_before_purging() {
+    let app = TestApp::spawn().await;
+    mount_alert(&app.sekoia).await;
+    Mock::given(path("/teams"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad card"))
+        .mount(&app.chat)
+        .await;
+    mount_chat_ok(&app.chat).await;
+    assert_eq!(app.post_event(&alert_event(1)).await.status(), 202);
+    wait_for(&app.chat, "/teams", 1, WAIT).await;
+    let start = std::time::Instant::now();
+    let text = loop {
+        let out = String::from_utf8_lossy(&app.cli(&["dead-letters", "list"]).stdout).to_string();
+        if out.contains("teams") || start.elapsed() > WAIT {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().starts_with("ID\tDEAD SINCE\tTARGET"),
+        "{text}"
+    );
+    let row: Vec<&str> = lines.next().expect("one dead letter").split('\t').collect();
+    assert!(
+        row[1].ends_with(" UTC") && row[1].len() == 23,
+        "a time: {row:?}"
+    );
+    let id = row[0].to_string();
+
+    let unknown = app.cli(&["dead-letters", "retry", &id, "99999"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no dead letter with id 99999"));
+    let none = app.cli(&["dead-letters", "retry"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--all"));
+    let still = String::from_utf8_lossy(&app.cli(&["dead-letters", "list"]).stdout).to_string();
+    assert!(still.contains("teams"), "nothing was re-queued: {still}");
+
+    // On a terminal (script(1) gives it one), purge asks; "n" keeps everything.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let cmd = format!(
+            "{} --config {} dead-letters purge",
+            env!("CARGO_BIN_EXE_sekoia-relay"),
+            app.config_path.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("Delete 1 dead letter(s) for good? [y/N]"),
+            "{said}"
+        );
+        assert!(said.contains("nothing purged"), "{said}");
+        let kept = String::from_utf8_lossy(&app.cli(&["dead-letters", "list"]).stdout).to_string();
+        assert!(kept.contains("teams"), "{kept}");
+    }
+    let purged = app.cli(&["dead-letters", "purge", "--yes"]);
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 1"));
+}

@@ -89,6 +89,8 @@ targets = ["teams", "slack"]
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:{port}` of `server.metrics_listen`, when the config sets it.
+    pub metrics_address: Option<String>,
     pub client: reqwest::Client,
     pub sekoia: MockServer,
     pub chat: MockServer,
@@ -136,6 +138,7 @@ impl TestApp {
         let settings = configuration::load(&config_path).expect("test config is valid");
         let app = Application::build(settings).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
         let reload = app.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
@@ -143,6 +146,7 @@ impl TestApp {
         }));
         TestApp {
             address,
+            metrics_address,
             client: reqwest::Client::new(),
             sekoia,
             chat,

@@ -359,4 +359,123 @@ async fn a_short_id_that_is_not_one_is_422_and_nothing_is_delivered() {
             .map(|r| r.url.path().to_string())
             .collect::<Vec<_>>()
     );
+/// Every refused post leaves one info line with the hook, the status, the reason and the
+/// client address as seen (the `X-Forwarded-For` client behind a trusted proxy); filtered
+/// events are logged at debug; a flood is paced and the next line says how many were held.
+#[tokio::test]
+async fn refusals_are_logged_once_with_hook_reason_and_client_paced_under_a_flood() {
+    let sekoia = wiremock::MockServer::start().await;
+    let chat = wiremock::MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let routing = format!(
+        "[targets.out]\nkind = \"console\"\n\
+         [[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"out\"]\ntypes = [\"alert\"]\n\
+         [[hooks]]\nname = \"fenced\"\nid = \"fe11ced0-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"out\"]\nallow_from = [\"203.0.113.0/24\"]\n"
+    );
+    let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), &routing).replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let relay = RelayProcess::start(&config, &[("RUST_LOG", "debug")]);
+    let client = reqwest::Client::new();
+    let url = relay.hook_url();
+    let post = |body: &'static str, ct: &'static str| {
+        client
+            .post(&url)
+            .header("Content-Type", ct)
+            .header("X-Forwarded-For", "198.51.100.7")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post("{not json", "application/json")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(post("{}", "text/plain").await.unwrap().status(), 415);
+    assert_eq!(
+        post("{\"type\": \"alert\"}", "application/json")
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    let big: &'static str = Box::leak(format!("[{}1]", "1,".repeat(40_000)).into_boxed_str());
+    assert_eq!(post(big, "application/json").await.unwrap().status(), 413);
+    let proposal = fixture("webhook-content-proposal.json");
+    let r = client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("X-Forwarded-For", "198.51.100.7")
+        .body(proposal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "filtered");
+    let fenced = format!("{}/hooks/fe11ced0-b43c-415d-b1ce-c135fb1dfb0e", relay.base);
+    let r = client
+        .post(&fenced)
+        .header("X-Forwarded-For", "198.51.100.7")
+        .json(&alert_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        relay
+            .wait_for_output("\"status\":403", Duration::from_secs(10))
+            .await
+    );
+
+    let lines = relay.output();
+    let refused: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "post refused")
+        .collect();
+    let statuses: Vec<u64> = refused
+        .iter()
+        .filter_map(|v| v["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, vec![400, 415, 422, 413, 403], "{refused:#?}");
+    for v in &refused {
+        assert_eq!(v["level"], "INFO", "{v}");
+        assert_eq!(
+            v["client"], "198.51.100.7",
+            "the address allow_from saw: {v}"
+        );
+        assert!(!v["reason"].as_str().unwrap_or("").is_empty(), "{v}");
+    }
+    assert_eq!(refused[4]["hook"], "fenced");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let filtered = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "event filtered by the hook")
+        .expect("a debug line for the filtered event");
+    assert_eq!(filtered["level"], "DEBUG");
+    assert_eq!(filtered["client"], "198.51.100.7");
+
+    // A flood: at most the burst is logged, and a later line counts what was held back.
+    for _ in 0..100 {
+        assert_eq!(post("{x", "application/json").await.unwrap().status(), 400);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(post("{x", "application/json").await.unwrap().status(), 400);
+    let out = relay.stop().await;
+    let logged: Vec<Value> = out
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "post refused")
+        .collect();
+    assert!(logged.len() < 30, "{} lines for 106 refusals", logged.len());
+    let held: u64 = logged.iter().filter_map(|v| v["suppressed"].as_u64()).sum();
+    assert!(held > 70, "suppressed lines are counted: {held}");
 }

@@ -4,6 +4,7 @@ mod access;
 mod cli;
 mod crashes;
 mod delivery;
+mod docs;
 mod durability;
 mod enrichment;
 mod faults;

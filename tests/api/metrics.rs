@@ -196,3 +196,69 @@ async fn scrape_until(app: &TestApp, want: &[(&str, f64)]) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `server.metrics_listen` moves `/metrics` to its own listener: the public one (what a
+/// tunnel forwards) answers 404 for it, and still serves hooks.
+#[tokio::test]
+async fn metrics_listen_serves_metrics_apart_from_the_public_listener() {
+    let sekoia = wiremock::MockServer::start().await;
+    let chat = wiremock::MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), DEFAULT_ROUTING).replace(
+        "log_format = \"json\"",
+        "log_format = \"json\"\nmetrics_listen = \"127.0.0.1:0\"",
+    );
+    let app = TestApp::start_text(sekoia, chat, dir, &text).await;
+    let public = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let private = app.metrics_address.clone().expect("a metrics listener");
+    let r = app
+        .client
+        .get(format!("{private}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("sekoia_relay_queue_deliveries"));
+    let hook = app
+        .client
+        .post(format!("{private}/hooks/{HOOK_ID}"))
+        .json(&alert_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hook.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
+    app.shutdown().await;
+}
+
+/// With a `public_url`, startup warns about the public demo hook id and about `/metrics` on
+/// the public listener (the same warnings as `check`).
+#[tokio::test]
+async fn startup_warns_about_the_demo_hook_and_public_metrics_under_a_public_url() {
+    let sekoia = wiremock::MockServer::start().await;
+    let chat = wiremock::MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = config_text(&sekoia.uri(), &chat.uri(), dir.path(), DEFAULT_ROUTING).replace(
+        "log_format = \"json\"",
+        "log_format = \"json\"\npublic_url = \"https://relay.example.test\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let relay = RelayProcess::start(&config, &[]);
+    let out = relay.stop().await.join("\n");
+    assert!(out.contains("hook \\\"soc\\\" uses the demo id"), "{out}");
+    assert!(out.contains("set server.metrics_listen"), "{out}");
+}

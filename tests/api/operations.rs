@@ -96,3 +96,65 @@ async fn outbound_requests_go_through_the_configured_proxy() {
     .is_empty());
     relay.stop().await;
 }
+
+/// `serve --pid-file` writes this process's id while it serves and removes the file at exit,
+/// so `kill -HUP "$(cat FILE)"` reaches this relay and no other.
+#[tokio::test]
+async fn pid_file_holds_the_serving_process_id_until_exit() {
+    let sekoia = MockServer::start().await;
+    let chat = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(&sekoia.uri(), &chat.uri(), dir.path(), DEFAULT_ROUTING),
+    )
+    .unwrap();
+    let pid_file = dir.path().join("relay.pid");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if !text.is_empty() {
+                break text.trim().to_string();
+            }
+        }
+        assert!(start.elapsed() < WAIT, "no pid file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pid, child.id().to_string());
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP reloads, it does not kill"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < WAIT, "did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+    assert!(!pid_file.exists(), "removed at exit");
+}

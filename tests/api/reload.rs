@@ -144,6 +144,21 @@ async fn startup_only_settings_are_reported_not_applied() {
     );
     // Still listening where it was.
     assert_eq!(app.post_event(&alert_event(1)).await.status(), 202);
+
+    // Reverting to the running values: nothing needs a restart any more, nothing is warned.
+    let original = config_text(
+        &app.sekoia.uri(),
+        &app.chat.uri(),
+        app.dir.path(),
+        DEFAULT_ROUTING,
+    );
+    std::fs::write(&app.config_path, original).unwrap();
+    let reverted = app.reload.reload(&app.config_path).unwrap();
+    assert!(
+        reverted.restart_needed.is_empty(),
+        "{:?}",
+        reverted.restart_needed
+    );
 }
 
 /// The real binary: `kill -HUP` adds a hook; a broken config and HUP leave the old one serving.

@@ -179,3 +179,54 @@ async fn a_broken_user_template_still_delivers_with_the_builtin() {
         "{body}"
     );
 }
+
+/// A `when` comparing a number with a quoted number is an evaluation error: every event goes
+/// through (fail open), and the warning is logged once for the rule, not once per event.
+#[tokio::test]
+async fn a_type_mismatched_when_fails_open_and_warns_once_per_rule() {
+    let sekoia = wiremock::MockServer::start().await;
+    let chat = wiremock::MockServer::start().await;
+    mount_alert(&sekoia).await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/pager"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(3)
+        .mount(&chat)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let routing = format!(
+        "[targets.pager]\nkind = \"webhook\"\nurl = \"{{chat}}/pager\"\n\
+         [[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\n\
+         [[hooks.routes]]\ntargets = [\"pager\"]\nwhen = \"alert.urgency.current_value >= '50'\"\n"
+    );
+    std::fs::write(
+        &config,
+        config_text(&sekoia.uri(), &chat.uri(), dir.path(), &routing),
+    )
+    .unwrap();
+    let relay = RelayProcess::start(&config, &[]);
+    let client = reqwest::Client::new();
+    for n in 1..=3 {
+        let r = client
+            .post(relay.hook_url())
+            .json(&alert_event(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    wait_for(&chat, "/pager", 3, WAIT).await;
+    let out = relay.stop().await;
+    let warnings: Vec<&String> = out
+        .iter()
+        .filter(|l| l.contains("`when` failed to evaluate"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("compares a number with a string"),
+        "{}",
+        warnings[0]
+    );
+    chat.verify().await;
+}

@@ -1,0 +1,85 @@
+//! What the README tells a newcomer to type, and the files it points to.
+
+use std::path::Path;
+
+fn repo_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every `sekoia-relay …` command line in the README comes after the README says how to get
+/// that command (typed literally, it would otherwise answer `command not found`).
+#[test]
+fn readme_says_how_to_install_the_command_before_using_it() {
+    let readme = repo_file("README.md");
+    let install = readme
+        .find("cargo install --locked --path .")
+        .expect("the README says how to install sekoia-relay");
+    let first_use = readme
+        .lines()
+        .scan(0usize, |offset, line| {
+            let at = *offset;
+            *offset += line.len() + 1;
+            Some((at, line))
+        })
+        .find(|(_, l)| l.trim_start().starts_with("sekoia-relay "))
+        .map(|(at, _)| at)
+        .expect("the README uses sekoia-relay commands");
+    assert!(
+        install < first_use,
+        "the install step (offset {install}) must come before the first command (offset {first_use})"
+    );
+    assert!(readme.contains("deploy/sekoia-relay.service"));
+}
+
+/// The shipped unit starts `serve` on an explicit config, reloads with SIGHUP, stops with
+/// SIGTERM and enough time to drain, and keeps the store in its state directory.
+#[test]
+fn the_systemd_unit_serves_reloads_and_keeps_the_store_in_its_state_directory() {
+    let unit = repo_file("deploy/sekoia-relay.service");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    let exec = value("ExecStart");
+    assert_eq!(exec.len(), 1, "{exec:?}");
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert!(args[0].ends_with("/sekoia-relay"), "{args:?}");
+    assert!(args.windows(2).any(|w| w[0] == "--config"), "{args:?}");
+    assert_eq!(args.last(), Some(&"serve"));
+    assert_eq!(value("ExecReload"), vec!["/bin/kill -HUP $MAINPID"]);
+    assert_eq!(value("KillSignal"), vec!["SIGTERM"]);
+    let stop: u64 = value("TimeoutStopSec")[0].parse().expect("seconds");
+    assert!(stop > 10, "more than the default shutdown_grace_secs");
+    let state = value("StateDirectory");
+    assert_eq!(state, vec!["sekoia-relay"]);
+    assert!(value("Environment")
+        .iter()
+        .any(|e| e == "SEKOIA_RELAY__STORE__PATH=/var/lib/sekoia-relay/relay.db"));
+    assert!(!value("User").is_empty(), "never as root");
+
+    // Where systemd is installed, let it check the unit too (the binary path is swapped for
+    // one that exists, since the relay is not installed on a test machine).
+    if let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    {
+        if out.status.success() {
+            let dir = tempfile::tempdir().unwrap();
+            let copy = dir.path().join("sekoia-relay.service");
+            std::fs::write(&copy, unit.replace(args[0], "/bin/true")).unwrap();
+            let verify = std::process::Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&copy)
+                .output()
+                .expect("systemd-analyze verify");
+            let stderr = String::from_utf8_lossy(&verify.stderr);
+            assert!(
+                verify.status.success() && !stderr.contains("sekoia-relay.service:"),
+                "{stderr}"
+            );
+        }
+    }
+}
