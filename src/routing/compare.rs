@@ -23,8 +23,23 @@ pub const COLLECT_VAR: &str = "__relay_collect_mismatches";
 pub const MISMATCHES_TEMP: &str = "__relay_mismatches";
 
 /// The source of `source` with every comparison replaced by a call to [`CMP_FUNCTION`].
+///
+/// Guard: the tree is first printed back *without* the rewrite and parsed again; if that does
+/// not give the same tree (MiniJinja reads a variable named like a keyword, e.g. `not`, which
+/// cannot be printed back), the source is kept as it is, unchecked, rather than risk changing
+/// its meaning.
 pub fn rewrite(source: &str) -> Result<String, Error> {
     let expr = minijinja::machinery::parse_expr(source)?;
+    let mut plain = String::new();
+    print(&expr, false, &mut plain);
+    let round_trips = minijinja::machinery::parse_expr(&plain).is_ok_and(|again| {
+        let mut twice = String::new();
+        print(&again, false, &mut twice);
+        twice == plain
+    });
+    if !round_trips {
+        return Ok(source.to_string());
+    }
     let mut out = String::new();
     print(&expr, true, &mut out);
     Ok(out)
@@ -437,6 +452,14 @@ mod tests {
             let after = eval(&env, &rewritten).unwrap_or_else(|e| panic!("{rewritten}: {e}"));
             assert_eq!(before, after, "{source} → {rewritten}");
         }
+    }
+
+    #[test]
+    fn an_expression_that_does_not_print_back_is_kept_as_is() {
+        // MiniJinja reads `not -1` here as the variable `not` minus 1 (found by the property
+        // test below); printed back, `(not - 1)` would mean `not (-1)`.
+        let source = "alert.nothing == not -1";
+        assert_eq!(rewrite(source).unwrap(), source);
     }
 
     fn arb_expr() -> impl proptest::strategy::Strategy<Value = String> {
