@@ -485,6 +485,7 @@ mod tests {
         for source in [
             "alert.nothing == not -1",
             "-0 is defined == not (alert.urgency.current_value)",
+            "alert.urgency.current_value if alert.urgency.current_value else alert.urgency.current_value is defined not in alert.urgency.current_value is defined",
         ] {
             assert_eq!(rewrite(source).unwrap(), source);
         }
