@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,11 +12,6 @@ use crate::helpers::*;
 
 const DASHBOARD: &str = "contrib/grafana/sekoia-relay.json";
 const RULES: &str = "contrib/prometheus/sekoia-relay.rules.yml";
-
-fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// A relay that has received, enriched and delivered one alert, so every metric family has
 /// samples (per-hook and per-target families only appear once they count something).

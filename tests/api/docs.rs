@@ -1,11 +1,6 @@
 //! What the README tells a newcomer to type, and the files it points to.
 
-use std::path::Path;
-
-fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use crate::helpers::repo_file;
 
 /// Every `sekoia-relay …` command line in the README comes after the README says how to get
 /// that command (typed literally, it would otherwise answer `command not found`).
