@@ -2,6 +2,7 @@
 
 mod access;
 mod cli;
+mod contrib;
 mod crashes;
 mod delivery;
 mod docs;
