@@ -146,14 +146,14 @@ pub fn urls(settings: &crate::configuration::Settings) -> String {
 }
 
 /// `dead-letters …` against the configured store file.
-pub fn dead_letters(
+pub async fn dead_letters(
     settings: &crate::configuration::Settings,
     cmd: &DeadLetterCommand,
 ) -> Result<String, CliError> {
-    let store = crate::store::DeadLetters::open(&settings.resolve(&settings.store.path))?;
+    let store = crate::store::Store::open_for_cli(settings).await?;
     Ok(match cmd {
         DeadLetterCommand::List { json } => {
-            let list = store.list()?;
+            let list = store.dead_letters().await?;
             if *json {
                 list.iter()
                     .filter_map(|d| serde_json::to_string(d).ok())
@@ -179,10 +179,14 @@ pub fn dead_letters(
             }
         }
         DeadLetterCommand::Retry { ids, all } => {
-            let n = store.retry(if *all { None } else { Some(ids) })?;
+            let n = store
+                .retry_dead(if *all { None } else { Some(ids.clone()) })
+                .await?;
             format!("re-queued {n} dead letter(s); a running server sends them within seconds\n")
         }
-        DeadLetterCommand::Purge => format!("purged {} dead letter(s)\n", store.purge()?),
+        DeadLetterCommand::Purge => {
+            format!("purged {} dead letter(s)\n", store.purge_dead().await?)
+        }
     })
 }
 

@@ -126,16 +126,67 @@ pub struct StoreSettings {
     pub sync: SyncMode,
     pub dedup_window_secs: u64,
     pub retention_days: u64,
+    /// `postgres://…`: the PostgreSQL store shared by replicas; empty = SQLite at `path`.
+    /// A secret: it usually carries the password.
+    pub url: SecretString,
+    /// PostgreSQL connections per replica.
+    pub pool_size: usize,
+    /// How long a PostgreSQL claim stays with a replica that stopped renewing it.
+    pub lease_secs: u64,
 }
+
+/// The default `[store] path`, also what "path not set" means when `url` is set.
+pub const DEFAULT_STORE_PATH: &str = "data/relay.db";
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("data/relay.db"),
+            path: PathBuf::from(DEFAULT_STORE_PATH),
             sync: SyncMode::Full,
             dedup_window_secs: 86400,
             retention_days: 7,
+            url: SecretString::from(String::new()),
+            pool_size: 16,
+            lease_secs: 30,
         }
+    }
+}
+
+impl StoreSettings {
+    pub fn is_postgres(&self) -> bool {
+        !self.url.expose_secret().trim().is_empty()
+    }
+
+    /// Problems of the `[store]` section.
+    ///
+    /// Rule: `url` and a non-default `path` together are an error naming both ways out; `url`
+    /// must be a `postgres://` or `postgresql://` URL; `pool_size` and `lease_secs` ≥ 1.
+    /// Reason: silently picking one store would leave the other one's queue undelivered, and
+    /// the messages never quote the URL, which carries the password.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.is_postgres() {
+            if self.path != Path::new(DEFAULT_STORE_PATH) {
+                problems.push(format!(
+                    "store.url (PostgreSQL) and store.path = {:?} (SQLite) are both set: keep url and remove path to use PostgreSQL (move the SQLite queue with `sekoia-relay store import --from {}`), or empty url to stay on SQLite",
+                    self.path.display(),
+                    self.path.display()
+                ));
+            }
+            let url = self.url.expose_secret().trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(
+                    "store.url must start with postgres:// or postgresql:// (value not shown: it may hold a password)".into(),
+                );
+            }
+            if self.pool_size == 0 {
+                problems.push("store.pool_size must be ≥ 1".into());
+            }
+        }
+        if self.lease_secs == 0 {
+            problems.push("store.lease_secs must be ≥ 1".into());
+        }
+        problems
     }
 }
 
@@ -528,6 +579,7 @@ impl Settings {
                 problems.push(format!("{key} = {url:?} is not a URL"));
             }
         }
+        problems.extend(self.store.problems());
         if self.delivery.max_attempts == 0 {
             problems.push("delivery.max_attempts must be ≥ 1".into());
         }

@@ -54,7 +54,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             app.run_until(shutdown).await?;
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
-        Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd)?),
+        Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd).await?),
         Command::Healthcheck => {
             if !cli::healthcheck(&settings).await {
                 return Ok(ExitCode::FAILURE);

@@ -26,7 +26,7 @@ use crate::render::RenderInput;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
 use crate::startup::Runtime;
-use crate::store::{now_ms, Claimed, Outcome, Store};
+use crate::store::{now_ms, sleep_until_ms, slot_interval_ms, Claimed, Outcome, Store};
 use policy::Verdict;
 pub use sender::Sender;
 
@@ -325,11 +325,9 @@ impl Deliverer {
             }
         };
 
-        if let Some(limiter) = &state.limiter {
-            tokio::select! {
-                _ = limiter.until_ready() => {}
-                _ = shutdown.cancelled() => return Outcome::Release,
-            }
+        tokio::select! {
+            _ = self.pace(&row.target, target.rate_limit(), state) => {}
+            _ = shutdown.cancelled() => return Outcome::Release,
         }
 
         let attempt = row.attempts + 1;
@@ -395,8 +393,13 @@ impl Deliverer {
                     );
                 }
                 if let Some(ra) = retry_after {
-                    // The target asked everyone to wait, not only this delivery.
+                    // The target asked everyone to wait, not only this delivery: every
+                    // replica, when the store is shared.
                     state.pause_for(ra.min(max));
+                    let until = now_ms() + ra.min(max).as_millis() as i64;
+                    if let Err(e) = self.store.pause(&pacing_key(&row.target), until).await {
+                        tracing::warn!(error = %e, "cannot share the Retry-After pause with the other replicas");
+                    }
                 }
                 let backoff = policy::backoff_delay(
                     attempt,
@@ -412,8 +415,29 @@ impl Deliverer {
                     error,
                     response,
                     body: Some(body),
+                    counts_attempt: true,
                 }
             }
+        }
+    }
+
+    /// Wait for the target's next send slot under `rate_limit_per_sec`.
+    ///
+    /// With a shared store (PostgreSQL) the slot is reserved in the store, so the limit and
+    /// any `Retry-After` pause hold across all replicas; otherwise, or while the store cannot
+    /// answer, this process's token bucket paces alone.
+    async fn pace(&self, target: &str, rate: u32, state: &TargetState) {
+        match self
+            .store
+            .reserve_slot(&pacing_key(target), slot_interval_ms(rate))
+            .await
+        {
+            Ok(Some(at)) => return sleep_until_ms(at).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "shared pacing unavailable: pacing locally"),
+        }
+        if let Some(limiter) = &state.limiter {
+            limiter.until_ready().await;
         }
     }
 
@@ -459,6 +483,11 @@ impl Deliverer {
             Err(e) => Prepared::Fail(format!("render failed: {e}")),
         }
     }
+}
+
+/// The shared pacing key of a target.
+fn pacing_key(target: &str) -> String {
+    format!("target:{target}")
 }
 
 enum Prepared {

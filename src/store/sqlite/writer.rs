@@ -47,7 +47,7 @@ fn clone_error(err: &rusqlite::Error) -> rusqlite::Error {
 
 pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
     // Deliveries handed to this process's workers and not yet completed. Claims live in memory:
-    // only one server uses a store file (see `Store::open`), a crash forgets them (which is
+    // only one server uses a store file (see `SqliteStore::open`), a crash forgets them (which is
     // exactly "in flight work resumes at restart"), and a claim then costs no write or fsync.
     let mut claimed: HashSet<i64> = HashSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -293,13 +293,23 @@ fn complete(
             error,
             response,
             body,
+            counts_attempt,
         } => tx
             .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = attempts + 1, updated_at = ?2,
+                "UPDATE deliveries SET state = 'pending', attempts = attempts + ?8, updated_at = ?2,
                  next_at = ?3, last_status = ?4, last_error = ?5, response = ?6,
                  body = COALESCE(?7, body) WHERE id = ?1",
             )?
-            .execute(params![id, now, next_at_ms, status, error, response, body])?,
+            .execute(params![
+                id,
+                now,
+                next_at_ms,
+                status,
+                error,
+                response,
+                body,
+                i64::from(*counts_attempt)
+            ])?,
         Outcome::Dead {
             status,
             error,
