@@ -80,6 +80,21 @@ pub enum Command {
     DeadLetters(DeadLetterCommand),
     /// GET /healthz on the configured listen address; exit 0 when healthy, 1 otherwise (for Docker)
     Healthcheck,
+    /// Store maintenance (moving a SQLite queue into PostgreSQL)
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the pending deliveries, their events and the dead letters of a SQLite store file
+    /// into the configured PostgreSQL store ([store] url); running it twice copies nothing twice
+    #[command(after_help = "Example:\n  sekoia-relay store import --from data/relay.db")]
+    Import {
+        /// The SQLite store file (stop the server that uses it first)
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +203,27 @@ pub async fn dead_letters(
             format!("purged {} dead letter(s)\n", store.purge_dead().await?)
         }
     })
+}
+
+/// `store import --from FILE`: SQLite → the configured PostgreSQL store.
+pub async fn store_import(
+    settings: &crate::configuration::Settings,
+    cmd: &StoreCommand,
+) -> Result<String, CliError> {
+    let StoreCommand::Import { from } = cmd;
+    if !settings.store.is_postgres() {
+        return Err(crate::store::StoreError::NotPostgres.into());
+    }
+    let store = crate::store::Store::open_for_cli(settings).await?;
+    let report = store.import_sqlite(from).await?;
+    Ok(format!(
+        "imported {} event(s) with {} delivery(ies) from {} into {}; {} event(s) were already there\n",
+        report.events,
+        report.deliveries,
+        from.display(),
+        store.describe(),
+        report.already_present
+    ))
 }
 
 /// `healthcheck`: GET /healthz on the listen address (0.0.0.0 is reached via 127.0.0.1).

@@ -803,4 +803,30 @@ mod tests {
         assert_eq!(TargetKind::Teams.default_rate_limit_per_sec(), 4);
         assert_eq!(TargetKind::Webhook.default_rate_limit_per_sec(), 0);
     }
+
+    #[test]
+    fn store_url_comes_from_the_environment_and_keeps_sqlite_when_empty() {
+        let text = format!("[store]\nurl = \"${{DATABASE_URL:-}}\"\n{MINIMAL}");
+        let sqlite = load_with(&text, &[]).unwrap();
+        assert!(!sqlite.store.is_postgres());
+        let pg = load_with(&text, &[("DATABASE_URL", "postgres://u:pw@db/relay")]).unwrap();
+        assert!(pg.store.is_postgres());
+        assert_eq!(pg.store.lease_secs, 30, "default lease ≤ 30 s");
+        assert!(pg.store.pool_size >= 1);
+    }
+
+    #[test]
+    fn store_url_and_path_together_say_which_to_keep_without_the_password() {
+        let text = format!(
+            "[store]\nurl = \"postgres://u:hunter2@db/relay\"\npath = \"other.db\"\n{MINIMAL}"
+        );
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("keep url and remove path"), "{err}");
+        assert!(err.contains("empty url to stay on SQLite"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let text = format!("[store]\nurl = \"mysql://u:hunter2@db/relay\"\n{MINIMAL}");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("must start with postgres://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

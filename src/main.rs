@@ -55,6 +55,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
         Command::DeadLetters(cmd) => print!("{}", cli::dead_letters(&settings, &cmd).await?),
+        Command::Store(cmd) => print!("{}", cli::store_import(&settings, &cmd).await?),
         Command::Healthcheck => {
             if !cli::healthcheck(&settings).await {
                 return Ok(ExitCode::FAILURE);

@@ -7,6 +7,7 @@ mod delivery;
 mod durability;
 mod enrichment;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod ingest;
