@@ -180,6 +180,16 @@ impl Deliverer {
                 "shutdown grace elapsed; unfinished deliveries resume at next start"
             );
             tasks.abort_all();
+            // Abandoned sends go back to the queue now, not after their lease (PostgreSQL).
+            match self.store.release_claims().await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(released = n, "claims handed back to the other replicas")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand back claims: they return after lease_secs")
+                }
+            }
         }
     }
 

@@ -508,3 +508,77 @@ async fn pg_import_copies_the_sqlite_queue_once() {
         Ingested::Duplicate { .. }
     ));
 }
+
+/// `url` with its `sslmode` replaced by `mode`.
+fn with_sslmode(url: &str, mode: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    let rest: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != "sslmode")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    u.query_pairs_mut()
+        .clear()
+        .extend_pairs(rest)
+        .append_pair("sslmode", mode);
+    u.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let ssl_on: String = db
+        .connect()
+        .await
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if ssl_on != "on" {
+        // Nothing to check against: this server has no TLS.
+        return;
+    }
+    let encrypted = |url: String| async move {
+        let client = super::postgres::connect_one(&url).await?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok::<bool, StoreError>(row.get(0))
+    };
+    assert!(encrypted(with_sslmode(db.url(), "require")).await.unwrap());
+    assert!(encrypted(with_sslmode(db.url(), "prefer")).await.unwrap());
+    assert!(!encrypted(with_sslmode(db.url(), "disable")).await.unwrap());
+    // The local server's certificate is self-signed: checking it must fail, not fall back.
+    let err = encrypted(with_sslmode(db.url(), "verify-full"))
+        .await
+        .expect_err("an untrusted certificate is refused");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // And the store itself runs over TLS.
+    let store = pg_replica_at(&with_sslmode(db.url(), "require")).await;
+    store.probe().await.unwrap();
+}
+
+async fn pg_replica_at(url: &str) -> PgStore {
+    PgStore::open(&pg_settings(url, 30)).await.expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_claims_handed_back_at_shutdown_are_free_at_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (pg_replica(&db, 30).await, pg_replica(&db, 30).await);
+    a.ingest(event("k1", &["t"])).await.unwrap();
+    assert_eq!(a.claim("t", 1).await.unwrap().len(), 1);
+    assert!(b.claim("t", 1).await.unwrap().is_empty());
+    assert_eq!(a.release_claims().await.unwrap(), 1);
+    assert_eq!(b.claim("t", 1).await.unwrap().len(), 1, "no lease wait");
+}

@@ -156,6 +156,25 @@ pub struct ImportReport {
     pub already_present: u64,
 }
 
+/// The newest migration a runner knows: the schema version this binary supports.
+fn supported_version(runner: &refinery::Runner) -> i64 {
+    runner
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Refuse a store migrated by a newer binary: its schema may mean things this one ignores.
+fn check_version(runner: &refinery::Runner, found: i64) -> Result<(), StoreError> {
+    let supported = supported_version(runner);
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    Ok(())
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -183,6 +202,16 @@ pub async fn sleep_until_ms(at: i64) {
     if ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+}
+
+/// Run the same call on whichever backend this store is.
+macro_rules! each_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
+        }
+    };
 }
 
 /// Handle to the store; cheap to clone.
@@ -235,58 +264,37 @@ impl Store {
     /// Persist an event and its deliveries, or find the duplicate within the dedup window.
     /// Returns only after the transaction is committed.
     pub async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ingest(event).await,
-            Store::Postgres(p) => p.ingest(event).await,
-        }
+        each_backend!(self, b => b.ingest(event).await)
     }
 
     /// Claim up to `limit` due deliveries of `target`, oldest first.
     pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.claim(target, limit).await,
-            Store::Postgres(p) => p.claim(target, limit).await,
-        }
+        each_backend!(self, b => b.claim(target, limit).await)
     }
 
     /// Record the outcome of a claimed delivery. With PostgreSQL only the lease holder's write
     /// counts: a replica whose lease was taken over records nothing (the new holder decides).
     pub async fn complete(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.complete(id, outcome).await,
-            Store::Postgres(p) => p.complete(id, outcome).await,
-        }
+        each_backend!(self, b => b.complete(id, outcome).await)
     }
 
     /// When the earliest pending delivery of `targets` becomes due (unix ms), if any.
     pub async fn next_due(&self, targets: Vec<String>) -> Result<Option<i64>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.next_due(targets).await,
-            Store::Postgres(p) => p.next_due(targets).await,
-        }
+        each_backend!(self, b => b.next_due(targets).await)
     }
 
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.depth().await,
-            Store::Postgres(p) => p.depth().await,
-        }
+        each_backend!(self, b => b.depth().await)
     }
 
     /// A real write through the same path as events: `/readyz` is 503 when this fails.
     pub async fn probe(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.probe().await,
-            Store::Postgres(p) => p.probe().await,
-        }
+        each_backend!(self, b => b.probe().await)
     }
 
     /// Drop finished deliveries (delivered, dead, skipped) and events older than the cut-off.
     pub async fn prune(&self, older_than_ms: i64) -> Result<usize, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.prune(older_than_ms).await,
-            Store::Postgres(p) => p.prune(older_than_ms).await,
-        }
+        each_backend!(self, b => b.prune(older_than_ms).await)
     }
 
     /// Reserve the next send slot of the pacing key `key` (a target, the SEKOIA.IO API), one
@@ -312,29 +320,30 @@ impl Store {
         }
     }
 
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    /// Hand back every claim this process still holds (at shutdown: sends abandoned past the
+    /// grace period), so the other replicas need not wait for the lease to end. SQLite: a
+    /// no-op, its claims end with the process.
+    pub async fn release_claims(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(s) => s.dead_letters().await,
-            Store::Postgres(p) => p.dead_letters().await,
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(p) => p.release_claims().await,
         }
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        each_backend!(self, b => b.dead_letters().await)
     }
 
     /// Re-queue the given dead letters (or all with `None`). Attempts and age start afresh, and
     /// the stored body is dropped so the message is rendered again with the current templates:
     /// a dead letter is often a template mistake the operator has just fixed.
     pub async fn retry_dead(&self, ids: Option<Vec<i64>>) -> Result<usize, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.retry_dead(ids).await,
-            Store::Postgres(p) => p.retry_dead(ids).await,
-        }
+        each_backend!(self, b => b.retry_dead(ids).await)
     }
 
     /// Delete every dead letter.
     pub async fn purge_dead(&self) -> Result<usize, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.purge_dead().await,
-            Store::Postgres(p) => p.purge_dead().await,
-        }
+        each_backend!(self, b => b.purge_dead().await)
     }
 
     /// Copy the pending deliveries (with their events) and the dead letters of the SQLite

@@ -29,6 +29,34 @@ fn pg_config(
     )
 }
 
+/// The SEKOIA.IO mock, the chat mock with targets `a` and `b` answering 200 after `delay`,
+/// and the config file (in the returned directory) of relays on `db` with `lease_secs`.
+async fn setup(
+    db: &TestDb,
+    delay: Duration,
+    lease: u64,
+) -> (
+    MockServer,
+    MockServer,
+    Target,
+    Target,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
+    mount_alert(&sekoia).await;
+    let (a, b) = (
+        Target::ok().with_delay(delay),
+        Target::ok().with_delay(delay),
+    );
+    a.mount(&chat, "/a").await;
+    b.mount(&chat, "/b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, pg_config(&sekoia, &chat, dir.path(), db, lease)).unwrap();
+    (sekoia, chat, a, b, dir, config)
+}
+
 async fn get_status(client: &reqwest::Client, url: &str) -> Option<u16> {
     client
         .get(url)
@@ -56,19 +84,9 @@ async fn postgres_unavailable_mid_burst_answers_503_then_resumes_by_itself() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
-    mount_alert(&sekoia).await;
     // Slow targets: most deliveries are still queued when the database goes away (400 sends
     // of 600 ms through 32 slots take about 8 s).
-    let (a, b) = (
-        Target::ok().with_delay(Duration::from_millis(600)),
-        Target::ok().with_delay(Duration::from_millis(600)),
-    );
-    a.mount(&chat, "/a").await;
-    b.mount(&chat, "/b").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, pg_config(&sekoia, &chat, dir.path(), &db, 5)).unwrap();
+    let (_sekoia, _chat, a, b, _dir, config) = setup(&db, Duration::from_millis(600), 5).await;
     let relay = RelayProcess::start(&config, &[]);
     let client = reqwest::Client::new();
     let post = |n: usize| {
@@ -144,18 +162,8 @@ async fn three_replicas_one_sigkilled_mid_burst_deliver_every_acked_event() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
-    mount_alert(&sekoia).await;
-    let (a, b) = (
-        Target::ok().with_delay(Duration::from_millis(10)),
-        Target::ok().with_delay(Duration::from_millis(10)),
-    );
-    a.mount(&chat, "/a").await;
-    b.mount(&chat, "/b").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     // A short lease so the test does not wait the default 30 s for the takeover.
-    std::fs::write(&config, pg_config(&sekoia, &chat, dir.path(), &db, 2)).unwrap();
+    let (_sekoia, _chat, a, b, _dir, config) = setup(&db, Duration::from_millis(10), 2).await;
     let mut doomed = RelayProcess::start(&config, &[]);
     let r1 = RelayProcess::start(&config, &[]);
     let r2 = RelayProcess::start(&config, &[]);

@@ -546,6 +546,17 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn release_claims(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
+                 WHERE claimed_by = $1 AND state = 'pending'",
+                &[&self.inner.replica],
+            )
+            .await?)
+    }
+
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let client = self.client().await?;
         let rows = client
@@ -702,12 +713,6 @@ async fn migrate(
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         let runner = embedded::migrations::runner();
-        let supported = runner
-            .get_migrations()
-            .iter()
-            .map(|m| i64::from(m.version()))
-            .max()
-            .unwrap_or(0);
         let has_history: bool = client
             .query_one(
                 "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
@@ -726,9 +731,7 @@ async fn migrate(
         } else {
             0
         };
-        if found > supported {
-            return Err(StoreError::SchemaTooNew { found, supported });
-        }
+        super::check_version(&runner, found)?;
         runner
             .run_async(&mut client)
             .await

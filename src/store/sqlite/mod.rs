@@ -59,12 +59,6 @@ mod embedded {
 /// Apply the pending migrations, refusing a file whose schema is newer than this binary.
 fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     let runner = embedded::migrations::runner();
-    let supported = runner
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0);
     let has_history: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'refinery_schema_history')",
         [],
@@ -79,9 +73,7 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     } else {
         0
     };
-    if found > supported {
-        return Err(StoreError::SchemaTooNew { found, supported });
-    }
+    super::check_version(&runner, found)?;
     runner
         .run(conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;
