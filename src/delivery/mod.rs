@@ -335,9 +335,13 @@ impl Deliverer {
             }
         };
 
-        tokio::select! {
-            _ = self.pace(&row.target, target.rate_limit(), state) => {}
+        let go = tokio::select! {
+            go = self.pace(&row.target, target.rate_limit(), state) => go,
             _ = shutdown.cancelled() => return Outcome::Release,
+        };
+        if !go {
+            // Paused by another replica's Retry-After: back to the queue, not an attempt.
+            return Outcome::Release;
         }
 
         let attempt = row.attempts + 1;
@@ -431,24 +435,40 @@ impl Deliverer {
         }
     }
 
-    /// Wait for the target's next send slot under `rate_limit_per_sec`.
+    /// Wait for the target's next send slot under `rate_limit_per_sec`; false when the slot
+    /// is so far off (a pause) that the delivery should go back to the queue instead.
     ///
     /// With a shared store (PostgreSQL) the slot is reserved in the store, so the limit and
     /// any `Retry-After` pause hold across all replicas; otherwise, or while the store cannot
     /// answer, this process's token bucket paces alone.
-    async fn pace(&self, target: &str, rate: u32, state: &TargetState) {
-        match self
-            .store
-            .reserve_slot(&pacing_key(target), slot_interval_ms(rate))
-            .await
-        {
-            Ok(Some(at)) => return sleep_until_ms(at).await,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "shared pacing unavailable: pacing locally"),
+    async fn pace(&self, target: &str, rate: u32, state: &TargetState) -> bool {
+        let (key, interval) = (pacing_key(target), slot_interval_ms(rate));
+        loop {
+            let at = match self.store.reserve_slot(&key, interval).await {
+                Ok(Some(at)) => at,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared pacing unavailable: pacing locally");
+                    break;
+                }
+            };
+            let wait = at - now_ms();
+            if policy::hand_back_slot(wait, interval) {
+                state.pause_for(Duration::from_millis(wait.max(0) as u64));
+                return false;
+            }
+            sleep_until_ms(at).await;
+            // A replica may have been told to pause while this task waited for its slot
+            // (reserved before the pause): then take a slot after the pause instead.
+            match self.store.paused_until(&key).await {
+                Ok(until) if until > now_ms() => continue,
+                _ => return true,
+            }
         }
         if let Some(limiter) = &state.limiter {
             limiter.until_ready().await;
         }
+        true
     }
 
     /// Enrich, route and render a delivery's message.

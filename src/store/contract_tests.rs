@@ -391,7 +391,9 @@ async fn pg_send_slots_are_shared_and_spaced() {
     }
     // A Retry-After seen by one replica holds the other back too.
     let until = now_ms() + 10_000;
+    assert_eq!(b.paused_until("target:slack").await.unwrap(), 0);
     a.pause("target:slack", until).await.unwrap();
+    assert_eq!(b.paused_until("target:slack").await.unwrap(), until);
     assert!(b.reserve_slot("target:slack", 100).await.unwrap() >= until);
     assert!(b.reserve_slot("target:other", 100).await.unwrap() < until);
 }

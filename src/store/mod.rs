@@ -311,6 +311,15 @@ impl Store {
         }
     }
 
+    /// Until when (unix ms) the pacing key `key` is paused for every replica; 0 when it is
+    /// not, and always with SQLite.
+    pub async fn paused_until(&self, key: &str) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(p) => p.paused_until(key).await,
+        }
+    }
+
     /// Pause the pacing key `key` until `until_ms` for every replica (a `Retry-After`).
     /// A no-op with SQLite, whose pauses are the process's own.
     pub async fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {

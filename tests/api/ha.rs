@@ -444,3 +444,98 @@ async fn command_line_on_postgres_import_dead_letters_check_and_urls() {
         "the imported pending row and the retried dead letter"
     );
 }
+
+/// Accepts every request but the `nth` (0-based), which gets `429 Retry-After: 1`; records
+/// when each request arrived and what it was answered.
+#[derive(Clone)]
+struct ThrottleOnce {
+    nth: usize,
+    log: Arc<std::sync::Mutex<Vec<(Instant, u16)>>>,
+}
+
+impl wiremock::Respond for ThrottleOnce {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let mut log = self.log.lock().unwrap();
+        let status = if log.len() == self.nth { 429 } else { 200 };
+        log.push((Instant::now(), status));
+        let res = wiremock::ResponseTemplate::new(status).set_body_string("ok");
+        if status == 429 {
+            res.insert_header("Retry-After", "1")
+        } else {
+            res
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_seen_by_one_replica_pauses_the_other() {
+    const EVENTS: usize = 60;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
+    mount_alert(&sekoia).await;
+    let throttle = ThrottleOnce {
+        nth: 10,
+        log: Default::default(),
+    };
+    wiremock::Mock::given(wiremock::matchers::path("/a"))
+        .respond_with(throttle.clone())
+        .mount(&chat)
+        .await;
+    mount_chat_ok(&chat).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Paced at 20/s, so both replicas have sends due all through the pause (1 s: the test
+    // config caps Retry-After at backoff_max_secs = 1).
+    let text = pg_config(&sekoia, &chat, dir.path(), &db, 5).replace(
+        &format!("url = \"{}/a\"", chat.uri()),
+        &format!("url = \"{}/a\"\nrate_limit_per_sec = 20", chat.uri()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (r1, r2) = (
+        RelayProcess::start(&config, &[]),
+        RelayProcess::start(&config, &[]),
+    );
+    let client = reqwest::Client::new();
+    for n in 0..EVENTS {
+        let url = if n % 2 == 0 {
+            r1.hook_url()
+        } else {
+            r2.hook_url()
+        };
+        let res = client.post(url).json(&alert_event(n)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+    }
+    let start = Instant::now();
+    let accepted = |log: &[(Instant, u16)]| log.iter().filter(|(_, s)| *s == 200).count();
+    while accepted(&throttle.log.lock().unwrap()) < EVENTS && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r1.stop().await;
+    r2.stop().await;
+    let log = throttle.log.lock().unwrap().clone();
+    assert_eq!(
+        accepted(&log),
+        EVENTS,
+        "every event delivered after the pause"
+    );
+    let (t429, _) = log[10];
+    // Sends already on the wire when the 429 was answered may land just after it; after that,
+    // nothing from either replica until the pause ends.
+    let during: Vec<Duration> = log
+        .iter()
+        .map(|(t, _)| t.saturating_duration_since(t429))
+        .filter(|d| *d > Duration::from_millis(150) && *d < Duration::from_millis(900))
+        .collect();
+    let next = log
+        .iter()
+        .filter(|(t, _)| *t > t429 + Duration::from_millis(150))
+        .map(|(t, _)| t.duration_since(t429))
+        .min();
+    println!("Retry-After: 1 seen by one of 2 replicas: next send {next:?} after the 429; sends inside the pause {during:?}");
+    assert!(
+        during.is_empty(),
+        "sent during the shared pause: {during:?}"
+    );
+}

@@ -534,6 +534,19 @@ impl PgStore {
         Ok(row.get(0))
     }
 
+    pub async fn paused_until(&self, key: &str) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT paused_until FROM pacing WHERE key = $1")
+                    .await?,
+                &[&key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
     pub async fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
