@@ -457,6 +457,10 @@ impl Deliverer {
                 state.pause_for(Duration::from_millis(wait.max(0) as u64));
                 return false;
             }
+            if wait <= 0 {
+                // Due now: the reservation itself saw any pause.
+                return true;
+            }
             sleep_until_ms(at).await;
             // A replica may have been told to pause while this task waited for its slot
             // (reserved before the pause): then take a slot after the pause instead.
