@@ -539,3 +539,58 @@ async fn a_retry_after_seen_by_one_replica_pauses_the_other() {
         "sent during the shared pause: {during:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_never_reaches_the_logs() {
+    const PASSWORD: &str = "pw-never-in-logs";
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (_sekoia, _chat, a, _b, dir, config) = setup(&db, Duration::ZERO, 5).await;
+    // Trust auth ignores the password; the relay must still never print it.
+    let mut url = url::Url::parse(db.url()).unwrap();
+    url.set_password(Some(PASSWORD)).unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(db.url(), url.as_str());
+    std::fs::write(&config, &text).unwrap();
+    let relay = RelayProcess::start(&config, &[("RUST_LOG", "debug")]);
+    let res = reqwest::Client::new()
+        .post(relay.hook_url())
+        .json(&alert_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    a.wait_all(&HashSet::from([uuid(1)]), WAIT)
+        .await
+        .assert_complete("a");
+    let logs = relay.stop().await.join("\n");
+    assert!(logs.contains("PostgreSQL store open"), "{logs}");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+
+    // A server that cannot be reached: the startup error names it, without the password.
+    let mut unreachable = url.clone();
+    unreachable.set_port(Some(1)).unwrap();
+    let bad = dir.path().join("bad.toml");
+    let bad_text = text.replace(url.as_str(), unreachable.as_str());
+    assert_ne!(bad_text, text);
+    std::fs::write(&bad, bad_text).unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+            .arg("--config")
+            .arg(&bad)
+            .arg("serve")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the relay stops at once when its store is unreachable")
+    .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(printed.contains("PostgreSQL"), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+}
