@@ -332,11 +332,11 @@ async fn pg_a_live_replica_keeps_its_claims_past_the_lease() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (a, b) = (pg_replica(&db, 1).await, pg_replica(&db, 1).await);
+    let (a, b) = (pg_replica(&db, 2).await, pg_replica(&db, 2).await);
     a.ingest(event("k1", &["t"])).await.unwrap();
     let row = a.claim("t", 1).await.unwrap().remove(0);
-    // A long send: three lease lengths. The renewal keeps the row with its holder.
-    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    // A long send: over two lease lengths. The renewal keeps the row with its holder.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     assert!(b.claim("t", 10).await.unwrap().is_empty(), "renewed lease");
     a.complete(row.id, Outcome::Delivered { status: 200 })
         .await

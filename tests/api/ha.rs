@@ -332,8 +332,10 @@ async fn two_replicas_share_a_targets_rate_limit() {
         .unwrap();
     let total = arrivals[EVENTS - 1].duration_since(arrivals[0]);
     println!("2 replicas, {EVENTS} sends at {RATE}/s: took {total:?}, tightest {RATE}+1 sends within {tightest:?}");
+    // Per replica, 11 sends would span 500 ms; scheduling jitter on a loaded machine is
+    // allowed for.
     assert!(
-        tightest >= Duration::from_millis(900),
+        tightest >= Duration::from_millis(800),
         "{} sends within {tightest:?}: the limit is per replica",
         RATE + 1
     );
@@ -521,16 +523,17 @@ async fn a_retry_after_seen_by_one_replica_pauses_the_other() {
         "every event delivered after the pause"
     );
     let (t429, _) = log[10];
-    // Sends already on the wire when the 429 was answered may land just after it; after that,
-    // nothing from either replica until the pause ends.
+    // Sends already on the wire (or past their pause check) when the 429 was answered may
+    // land just after it; after that, nothing from either replica until the pause ends.
+    // Unshared, the other replica kept sending every 50 ms through the pause.
     let during: Vec<Duration> = log
         .iter()
         .map(|(t, _)| t.saturating_duration_since(t429))
-        .filter(|d| *d > Duration::from_millis(150) && *d < Duration::from_millis(900))
+        .filter(|d| *d > Duration::from_millis(300) && *d < Duration::from_millis(900))
         .collect();
     let next = log
         .iter()
-        .filter(|(t, _)| *t > t429 + Duration::from_millis(150))
+        .filter(|(t, _)| *t > t429 + Duration::from_millis(300))
         .map(|(t, _)| t.duration_since(t429))
         .min();
     println!("Retry-After: 1 seen by one of 2 replicas: next send {next:?} after the 429; sends inside the pause {during:?}");
