@@ -278,26 +278,31 @@ async fn three_replicas_one_sigkilled_mid_burst_deliver_every_acked_event() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_share_a_targets_rate_limit() {
-    const RATE: usize = 10;
-    const EVENTS: usize = 40;
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+/// Two replicas on `db` whose target `a` (answered by `responder`) is paced at `rate` per
+/// second, with `events` alert events already posted to them in turn (all 202). Returns the
+/// replicas and what must stay alive with them (mocks, config directory).
+async fn two_replicas_on_a_paced_target(
+    db: &TestDb,
+    responder: impl wiremock::Respond + 'static,
+    rate: usize,
+    events: usize,
+) -> (
+    RelayProcess,
+    RelayProcess,
+    (MockServer, MockServer, tempfile::TempDir),
+) {
     let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
     mount_alert(&sekoia).await;
-    let timed = Timed::new(wiremock::ResponseTemplate::new(200).set_body_string("ok"));
     wiremock::Mock::given(wiremock::matchers::path("/a"))
-        .respond_with(timed.clone())
+        .respond_with(responder)
         .mount(&chat)
         .await;
     mount_chat_ok(&chat).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let text = pg_config(&sekoia, &chat, dir.path(), &db, 5).replace(
+    let text = pg_config(&sekoia, &chat, dir.path(), db, 5).replace(
         &format!("url = \"{}/a\"", chat.uri()),
-        &format!("url = \"{}/a\"\nrate_limit_per_sec = {RATE}", chat.uri()),
+        &format!("url = \"{}/a\"\nrate_limit_per_sec = {rate}", chat.uri()),
     );
     std::fs::write(&config, text).unwrap();
     let (r1, r2) = (
@@ -305,7 +310,7 @@ async fn two_replicas_share_a_targets_rate_limit() {
         RelayProcess::start(&config, &[]),
     );
     let client = reqwest::Client::new();
-    for n in 0..EVENTS {
+    for n in 0..events {
         let url = if n % 2 == 0 {
             r1.hook_url()
         } else {
@@ -314,6 +319,18 @@ async fn two_replicas_share_a_targets_rate_limit() {
         let res = client.post(url).json(&alert_event(n)).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 202);
     }
+    (r1, r2, (sekoia, chat, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_a_targets_rate_limit() {
+    const RATE: usize = 10;
+    const EVENTS: usize = 40;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let timed = Timed::new(wiremock::ResponseTemplate::new(200).set_body_string("ok"));
+    let (r1, r2, _keep) = two_replicas_on_a_paced_target(&db, timed.clone(), RATE, EVENTS).await;
     let start = Instant::now();
     while timed.arrivals().len() < EVENTS && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -475,40 +492,13 @@ async fn a_retry_after_seen_by_one_replica_pauses_the_other() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
-    mount_alert(&sekoia).await;
     let throttle = ThrottleOnce {
         nth: 10,
         log: Default::default(),
     };
-    wiremock::Mock::given(wiremock::matchers::path("/a"))
-        .respond_with(throttle.clone())
-        .mount(&chat)
-        .await;
-    mount_chat_ok(&chat).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     // Paced at 20/s, so both replicas have sends due all through the pause (1 s: the test
     // config caps Retry-After at backoff_max_secs = 1).
-    let text = pg_config(&sekoia, &chat, dir.path(), &db, 5).replace(
-        &format!("url = \"{}/a\"", chat.uri()),
-        &format!("url = \"{}/a\"\nrate_limit_per_sec = 20", chat.uri()),
-    );
-    std::fs::write(&config, text).unwrap();
-    let (r1, r2) = (
-        RelayProcess::start(&config, &[]),
-        RelayProcess::start(&config, &[]),
-    );
-    let client = reqwest::Client::new();
-    for n in 0..EVENTS {
-        let url = if n % 2 == 0 {
-            r1.hook_url()
-        } else {
-            r2.hook_url()
-        };
-        let res = client.post(url).json(&alert_event(n)).send().await.unwrap();
-        assert_eq!(res.status().as_u16(), 202);
-    }
+    let (r1, r2, _keep) = two_replicas_on_a_paced_target(&db, throttle.clone(), 20, EVENTS).await;
     let start = Instant::now();
     let accepted = |log: &[(Instant, u16)]| log.iter().filter(|(_, s)| *s == 200).count();
     while accepted(&throttle.log.lock().unwrap()) < EVENTS && start.elapsed() < WAIT {
