@@ -253,7 +253,7 @@ impl Store {
         }
     }
 
-    /// Which backend, for logs and `/metrics`-free diagnostics. Never contains a password.
+    /// Which store this is, for logs and command output. Never contains a password.
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => format!("SQLite {}", s.path().display()),
