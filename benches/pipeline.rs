@@ -12,7 +12,7 @@ use sekoia_relay::configuration::{self, SyncMode, TargetKind};
 use sekoia_relay::delivery::policy;
 use sekoia_relay::domain::event::{dedup_key, WebhookEvent};
 use sekoia_relay::render::{RenderInput, Renderer};
-use sekoia_relay::store::{NewEvent, Store};
+use sekoia_relay::store::{NewEvent, SqliteStore};
 
 const EVENT: &str = include_str!("../tests/fixtures/webhook-alert-created.json");
 const ALERT: &str = include_str!("../tests/fixtures/alert.json");
@@ -76,7 +76,7 @@ fn store(c: &mut Criterion) {
     for (label, sync) in [("full", SyncMode::Full), ("normal", SyncMode::Normal)] {
         for batch in [1usize, 32, 256] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(&dir.path().join("bench.db"), sync).expect("store");
+            let store = SqliteStore::open(&dir.path().join("bench.db"), sync).expect("store");
             let mut n = 0u64;
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(format!("{label}/concurrent_{batch}"), |b| {

@@ -95,6 +95,21 @@ pub enum Command {
     DeadLetters(DeadLetterCommand),
     /// GET /healthz on the configured listen address; exit 0 when healthy, 1 otherwise (for Docker)
     Healthcheck,
+    /// Store maintenance (moving a SQLite queue into PostgreSQL)
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the pending deliveries, their events and the dead letters of a SQLite store file
+    /// into the configured PostgreSQL store ([store] url); running it twice copies nothing twice
+    #[command(after_help = "Example:\n  sekoia-relay store import --from data/relay.db")]
+    Import {
+        /// The SQLite store file (stop the server that uses it first)
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,15 +222,15 @@ pub fn unknown_ids(wanted: &[i64], known: &[i64]) -> Vec<i64> {
 
 /// `dead-letters …` against the configured store file. `confirm(count)` decides a purge
 /// without `--yes` (main asks on a terminal and goes on elsewhere).
-pub fn dead_letters(
+pub async fn dead_letters(
     settings: &crate::configuration::Settings,
     cmd: &DeadLetterCommand,
     confirm: &mut dyn FnMut(usize) -> bool,
 ) -> Result<String, CliError> {
-    let store = crate::store::DeadLetters::open(&settings.resolve(&settings.store.path))?;
+    let store = crate::store::Store::open_for_cli(settings).await?;
     Ok(match cmd {
         DeadLetterCommand::List { json } => {
-            let list = store.list()?;
+            let list = store.dead_letters().await?;
             if *json {
                 list.iter()
                     .filter_map(|d| serde_json::to_string(d).ok())
@@ -251,7 +266,7 @@ pub fn dead_letters(
             let unknown = if *all {
                 Vec::new()
             } else {
-                let known: Vec<i64> = store.list()?.iter().map(|d| d.id).collect();
+                let known: Vec<i64> = store.dead_letters().await?.iter().map(|d| d.id).collect();
                 unknown_ids(ids, &known)
             };
             if !unknown.is_empty() {
@@ -261,17 +276,40 @@ pub fn dead_letters(
                     list.join(", ")
                 )));
             }
-            let n = store.retry(if *all { None } else { Some(ids) })?;
+            let n = store
+                .retry_dead(if *all { None } else { Some(ids.clone()) })
+                .await?;
             format!("re-queued {n} dead letter(s); a running server sends them within seconds\n")
         }
         DeadLetterCommand::Purge { yes } => {
-            let count = store.list()?.len();
+            let count = store.dead_letters().await?.len();
             if count > 0 && !*yes && !confirm(count) {
                 return Ok("nothing purged\n".into());
             }
-            format!("purged {} dead letter(s)\n", store.purge()?)
+            format!("purged {} dead letter(s)\n", store.purge_dead().await?)
         }
     })
+}
+
+/// `store import --from FILE`: SQLite → the configured PostgreSQL store.
+pub async fn store_import(
+    settings: &crate::configuration::Settings,
+    cmd: &StoreCommand,
+) -> Result<String, CliError> {
+    let StoreCommand::Import { from } = cmd;
+    if !settings.store.is_postgres() {
+        return Err(crate::store::StoreError::NotPostgres.into());
+    }
+    let store = crate::store::Store::open_for_cli(settings).await?;
+    let report = store.import_sqlite(from).await?;
+    Ok(format!(
+        "imported {} event(s) with {} delivery(ies) from {} into {}; {} event(s) were already there\n",
+        report.events,
+        report.deliveries,
+        from.display(),
+        store.describe(),
+        report.already_present
+    ))
 }
 
 /// `healthcheck`: GET /healthz on the listen address (0.0.0.0 is reached via 127.0.0.1).

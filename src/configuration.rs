@@ -129,16 +129,67 @@ pub struct StoreSettings {
     pub sync: SyncMode,
     pub dedup_window_secs: u64,
     pub retention_days: u64,
+    /// `postgres://…`: the PostgreSQL store shared by replicas; empty = SQLite at `path`.
+    /// A secret: it usually carries the password.
+    pub url: SecretString,
+    /// PostgreSQL connections per replica.
+    pub pool_size: usize,
+    /// How long a PostgreSQL claim stays with a replica that stopped renewing it.
+    pub lease_secs: u64,
 }
+
+/// The default `[store] path`, also what "path not set" means when `url` is set.
+pub const DEFAULT_STORE_PATH: &str = "data/relay.db";
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("data/relay.db"),
+            path: PathBuf::from(DEFAULT_STORE_PATH),
             sync: SyncMode::Full,
             dedup_window_secs: 86400,
             retention_days: 7,
+            url: SecretString::from(String::new()),
+            pool_size: 16,
+            lease_secs: 30,
         }
+    }
+}
+
+impl StoreSettings {
+    pub fn is_postgres(&self) -> bool {
+        !self.url.expose_secret().trim().is_empty()
+    }
+
+    /// Problems of the `[store]` section.
+    ///
+    /// Rule: `url` and a non-default `path` together are an error naming both ways out; `url`
+    /// must be a `postgres://` or `postgresql://` URL; `pool_size` and `lease_secs` ≥ 1.
+    /// Reason: silently picking one store would leave the other one's queue undelivered, and
+    /// the messages never quote the URL, which carries the password.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.is_postgres() {
+            if self.path != Path::new(DEFAULT_STORE_PATH) {
+                problems.push(format!(
+                    "store.url (PostgreSQL) and store.path = {:?} (SQLite) are both set: keep url and remove path to use PostgreSQL (move the SQLite queue with `sekoia-relay store import --from {}`), or empty url to stay on SQLite",
+                    self.path.display(),
+                    self.path.display()
+                ));
+            }
+            let url = self.url.expose_secret().trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(
+                    "store.url must start with postgres:// or postgresql:// (value not shown: it may hold a password)".into(),
+                );
+            }
+            if self.pool_size == 0 {
+                problems.push("store.pool_size must be ≥ 1".into());
+            }
+        }
+        if self.lease_secs == 0 {
+            problems.push("store.lease_secs must be ≥ 1".into());
+        }
+        problems
     }
 }
 
@@ -785,6 +836,7 @@ impl Settings {
                 problems.push(problem);
             }
         }
+        problems.extend(self.store.problems());
         if self.delivery.concurrency == 0 {
             problems.push("delivery.concurrency must be ≥ 1".into());
         }
@@ -1162,5 +1214,31 @@ mod tests {
         assert_eq!(TargetKind::Slack.default_rate_limit_per_sec(), 1);
         assert_eq!(TargetKind::Teams.default_rate_limit_per_sec(), 4);
         assert_eq!(TargetKind::Webhook.default_rate_limit_per_sec(), 0);
+    }
+
+    #[test]
+    fn store_url_comes_from_the_environment_and_keeps_sqlite_when_empty() {
+        let text = format!("[store]\nurl = \"${{DATABASE_URL:-}}\"\n{MINIMAL}");
+        let sqlite = load_with(&text, &[]).unwrap();
+        assert!(!sqlite.store.is_postgres());
+        let pg = load_with(&text, &[("DATABASE_URL", "postgres://u:pw@db/relay")]).unwrap();
+        assert!(pg.store.is_postgres());
+        assert_eq!(pg.store.lease_secs, 30, "default lease ≤ 30 s");
+        assert!(pg.store.pool_size >= 1);
+    }
+
+    #[test]
+    fn store_url_and_path_together_say_which_to_keep_without_the_password() {
+        let text = format!(
+            "[store]\nurl = \"postgres://u:hunter2@db/relay\"\npath = \"other.db\"\n{MINIMAL}"
+        );
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("keep url and remove path"), "{err}");
+        assert!(err.contains("empty url to stay on SQLite"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let text = format!("[store]\nurl = \"mysql://u:hunter2@db/relay\"\n{MINIMAL}");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("must start with postgres://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -80,14 +80,17 @@ async fn run() -> anyhow::Result<ExitCode> {
             served?;
         }
         Command::Urls => print!("{}", cli::urls(&settings)),
-        Command::DeadLetters(cmd) => match cli::dead_letters(&settings, &cmd, &mut confirm_purge) {
-            Ok(text) => print!("{text}"),
-            Err(cli::CliError::Usage(message)) => {
-                eprintln!("error: {message}");
-                return Ok(ExitCode::FAILURE);
+        Command::DeadLetters(cmd) => {
+            match cli::dead_letters(&settings, &cmd, &mut confirm_purge).await {
+                Ok(text) => print!("{text}"),
+                Err(cli::CliError::Usage(message)) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        },
+        }
+        Command::Store(cmd) => print!("{}", cli::store_import(&settings, &cmd).await?),
         Command::Healthcheck => {
             if !cli::healthcheck(&settings).await {
                 return Ok(ExitCode::FAILURE);

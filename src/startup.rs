@@ -173,9 +173,14 @@ pub struct Application {
 impl Application {
     /// Open the store, compile templates, bind the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store = Store::open(&settings.resolve(&settings.store.path), settings.store.sync)?;
+        let store = Store::open(&settings).await?;
+        tracing::info!(store = %store.describe(), "store open");
         let metrics = Arc::new(Metrics::new());
-        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?.with_metrics(metrics.clone()));
+        let alerts = Arc::new(
+            AlertClient::new(&settings.sekoia)?
+                .with_metrics(metrics.clone())
+                .with_shared_pacing(store.clone(), &settings.sekoia),
+        );
         let sender = build_sender(&settings)?;
         let listen = settings.server.listen.clone();
         let metrics_listen = settings.server.metrics_listen.clone();

@@ -137,6 +137,17 @@ pub fn next_attempt_at(now_ms: i64, delay: Duration, horizon_ms: i64) -> i64 {
         .min(horizon_ms.max(now_ms))
 }
 
+/// Whether a delivery whose shared send slot is `wait_ms` away should go back to the queue.
+///
+/// Rule: yes when the wait exceeds both 5 s and ten slot intervals. Reason: such a wait is a
+/// `Retry-After` pause set by another replica; a task sleeping through it would hold a delivery
+/// slot (all of them, for an unlimited target) that other targets need. Ordinary queueing
+/// behind other replicas stays well under ten intervals, and handing those slots back would
+/// waste them and slow the target down.
+pub fn hand_back_slot(wait_ms: i64, interval_ms: i64) -> bool {
+    wait_ms > 5_000 && wait_ms > interval_ms.saturating_mul(10)
+}
+
 /// Parse a `Retry-After` header: delay-seconds or an HTTP date.
 ///
 /// Rule: a non-negative integer is seconds; otherwise an IMF-fixdate is the moment to wait
@@ -355,5 +366,18 @@ mod tests {
     fn excerpts_cut_at_char_boundaries() {
         assert_eq!(excerpt("short", 10), "short");
         assert_eq!(excerpt("ééé", 3), "é…");
+    }
+
+    #[test]
+    fn only_a_pause_hands_a_slot_back() {
+        assert!(!hand_back_slot(0, 0));
+        assert!(
+            !hand_back_slot(3_000, 1_000),
+            "queueing behind 3 replicas at 1/s"
+        );
+        assert!(!hand_back_slot(8_000, 1_000), "still under ten intervals");
+        assert!(hand_back_slot(30_000, 1_000), "a Retry-After pause");
+        assert!(hand_back_slot(6_000, 0), "an unlimited target paused");
+        assert!(!hand_back_slot(4_000, 0));
     }
 }

@@ -95,6 +95,8 @@ pub struct AlertClient {
     /// What every alert in memory is charged to (see [`alert`]).
     memory: AlertMemory,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The store and slot spacing that share `max_requests_per_sec` between replicas.
+    shared_pacing: Option<(crate::store::Store, i64)>,
     deadline: Duration,
     tuning: RetryTuning,
     metrics: Option<Arc<Metrics>>,
@@ -171,6 +173,7 @@ impl AlertClient {
             cache,
             memory: AlertMemory::new(ALERT_MEMORY),
             limiter,
+            shared_pacing: None,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
             tuning,
             metrics: None,
@@ -181,6 +184,37 @@ impl AlertClient {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> AlertClient {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Share `max_requests_per_sec` with every replica on `store` (a no-op for SQLite, whose
+    /// server is alone).
+    pub fn with_shared_pacing(
+        mut self,
+        store: crate::store::Store,
+        settings: &SekoiaSettings,
+    ) -> AlertClient {
+        if settings.max_requests_per_sec > 0 {
+            let interval = crate::store::slot_interval_ms(settings.max_requests_per_sec);
+            self.shared_pacing = Some((store, interval));
+        }
+        self
+    }
+
+    /// Wait for this request's turn: a slot reserved in the shared store when there is one
+    /// (PostgreSQL), else, or while it cannot answer, this process's limiter.
+    async fn wait_turn(&self) {
+        if let Some((store, interval)) = &self.shared_pacing {
+            match store.reserve_slot("sekoia:api", *interval).await {
+                Ok(Some(at)) => return crate::store::sleep_until_ms(at).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared API pacing unavailable: pacing locally")
+                }
+            }
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 
     /// Fetch the alert behind `event`, or say why not.
@@ -266,10 +300,10 @@ impl AlertClient {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            if let Some(limiter) = &self.limiter {
+            {
                 let start = Instant::now();
-                limiter.until_ready().await;
-                // Waiting for the local rate limit is not the API's fault: it does not count.
+                self.wait_turn().await;
+                // Waiting for the rate limit is not the API's fault: it does not count.
                 if let Some(d) = deadline.as_mut() {
                     *d += start.elapsed();
                 }
