@@ -359,6 +359,8 @@ async fn a_short_id_that_is_not_one_is_422_and_nothing_is_delivered() {
             .map(|r| r.url.path().to_string())
             .collect::<Vec<_>>()
     );
+}
+
 /// Every refused post leaves one info line with the hook, the status, the reason and the
 /// client address as seen (the `X-Forwarded-For` client behind a trusted proxy); filtered
 /// events are logged at debug; a flood is paced and the next line says how many were held.
