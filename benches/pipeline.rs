@@ -8,9 +8,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sekoia_relay::configuration::{self, SyncMode, TargetKind};
+use sekoia_relay::configuration::{self, SyncMode};
 use sekoia_relay::delivery::policy;
 use sekoia_relay::domain::event::{dedup_key, WebhookEvent};
+use sekoia_relay::domain::TargetKind;
 use sekoia_relay::render::{RenderInput, Renderer};
 use sekoia_relay::store::{NewEvent, Store};
 

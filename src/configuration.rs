@@ -11,6 +11,9 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::TargetKind;
+use crate::targets::Output;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SEKOIA_RELAY_CONFIG";
 /// Prefix of the scalar overrides, e.g. `SEKOIA_RELAY__SERVER__LISTEN`.
@@ -189,71 +192,6 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::time::Du
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(try_from = "String")]
-pub enum TargetKind {
-    Teams,
-    Slack,
-    Mattermost,
-    Chime,
-    Webhook,
-    Console,
-}
-
-impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
-        TargetKind::Teams,
-        TargetKind::Slack,
-        TargetKind::Mattermost,
-        TargetKind::Chime,
-        TargetKind::Webhook,
-        TargetKind::Console,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Teams => "teams",
-            TargetKind::Slack => "slack",
-            TargetKind::Mattermost => "mattermost",
-            TargetKind::Chime => "chime",
-            TargetKind::Webhook => "webhook",
-            TargetKind::Console => "console",
-        }
-    }
-
-    /// Default pace per kind, from each service's documented webhook limit
-    /// (reference: chat-targets.md §0). 0 means unlimited.
-    pub fn default_rate_limit_per_sec(self) -> u32 {
-        match self {
-            TargetKind::Slack | TargetKind::Chime => 1,
-            TargetKind::Teams => 4,
-            TargetKind::Mattermost => 10,
-            TargetKind::Webhook | TargetKind::Console => 0,
-        }
-    }
-}
-
-impl TryFrom<String> for TargetKind {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        TargetKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "unknown target kind {value:?} (expected teams, slack, mattermost, chime, webhook or console)"
-                )
-            })
-    }
-}
-
-impl std::fmt::Display for TargetKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSettings {
@@ -279,7 +217,7 @@ pub struct TargetSettings {
 impl TargetSettings {
     pub fn rate_limit(&self) -> u32 {
         self.rate_limit_per_sec
-            .unwrap_or_else(|| self.kind.default_rate_limit_per_sec())
+            .unwrap_or_else(|| self.kind.spec().default_rate_limit_per_sec())
     }
 
     /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
@@ -803,22 +741,17 @@ impl Settings {
                     "targets.{name}: target names may only use a-z, 0-9, _ and -"
                 ));
             }
-            match (&t.url, t.kind) {
-                (_, TargetKind::Console) => {}
-                (None, kind) => {
-                    problems.push(format!("targets.{name}: `url` is required for kind {kind}"))
-                }
-                (Some(u), _) => match url::Url::parse(u.expose_secret()) {
+            if t.kind.spec().output() == Output::StdoutText {
+                continue;
+            }
+            match &t.url {
+                None => problems.push(format!(
+                    "targets.{name}: `url` is required for kind {}",
+                    t.kind
+                )),
+                Some(u) => match url::Url::parse(u.expose_secret()) {
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                        if t.kind == TargetKind::Teams
-                            && parsed
-                                .host_str()
-                                .is_some_and(|h| h.ends_with(".webhook.office.com"))
-                        {
-                            problems.push(format!(
-                                "targets.{name}: Office 365 connector URLs (*.webhook.office.com) are retired; create a Teams Workflows webhook (\"Post to a channel when a webhook request is received\") and use its URL"
-                            ));
-                        }
+                        problems.extend(t.kind.spec().url_problems(name, &parsed));
                     }
                     _ => problems.push(format!("targets.{name}.url is not an http(s) URL")),
                 },
@@ -1159,8 +1092,8 @@ mod tests {
 
     #[test]
     fn per_kind_rate_limit_defaults() {
-        assert_eq!(TargetKind::Slack.default_rate_limit_per_sec(), 1);
-        assert_eq!(TargetKind::Teams.default_rate_limit_per_sec(), 4);
-        assert_eq!(TargetKind::Webhook.default_rate_limit_per_sec(), 0);
+        assert_eq!(TargetKind::Slack.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::Teams.spec().default_rate_limit_per_sec(), 4);
+        assert_eq!(TargetKind::Webhook.spec().default_rate_limit_per_sec(), 0);
     }
 }

@@ -12,6 +12,8 @@
 //!    rate limit, retries until a deadline); on failure the message goes out unenriched.
 //! 4. **Render** — [`render`]: a MiniJinja template per target kind builds the exact request
 //!    body, JSON-escaped by construction and cut to the target's size limits.
+//!    [`targets`] holds one module per kind with everything that differs between kinds
+//!    (limits, envelope, template, escaping, answers), asked through one trait.
 //! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
 //!    bucket, post, and record success, a retry (backoff with full jitter, `Retry-After`) or a
 //!    dead letter.
@@ -35,4 +37,5 @@ pub mod routing;
 pub mod sekoia;
 pub mod startup;
 pub mod store;
+pub mod targets;
 pub mod telemetry;

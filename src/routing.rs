@@ -25,7 +25,8 @@ use std::sync::Arc;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value};
 
-use crate::configuration::{Settings, TargetKind};
+use crate::configuration::Settings;
+use crate::domain::TargetKind;
 use crate::render::{context_json, RenderInput};
 
 /// Upper bound on the work of one `when` evaluation (MiniJinja fuel): a condition is a

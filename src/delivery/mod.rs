@@ -342,7 +342,7 @@ impl Deliverer {
             }
         };
         let verdict = policy::classify(target.kind, r.status, &r.body);
-        let error = match (verdict, policy::teams_embedded_error(&r.body)) {
+        let error = match (verdict, target.kind.spec().embedded_status(&r.body)) {
             (Verdict::Delivered, _) => String::new(),
             (Verdict::Redirected, _) => policy::redirect_error(
                 r.status,

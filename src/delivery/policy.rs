@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::configuration::TargetKind;
+use crate::domain::TargetKind;
 
 /// What a target's answer means for the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,13 @@ pub enum Verdict {
 /// 301/302 would be re-sent as a body-less GET whose 200 looks like a delivery, and a 307/308
 /// would hand the body and the `headers` secrets to whatever host the target names.
 ///
-/// One exception: the retired Teams connector answered 2xx with a body like "Microsoft Teams
-/// endpoint returned HTTP error 429"; such a body is classified as that status.
+/// One exception: a kind may report an error inside a 2xx body (the retired Teams connector
+/// answered "Microsoft Teams endpoint returned HTTP error 429"); such a body is classified as
+/// that status ([`crate::targets::TargetKindSpec::embedded_status`]).
 pub fn classify(kind: TargetKind, status: u16, body: &str) -> Verdict {
     if (200..300).contains(&status) {
-        if kind == TargetKind::Teams {
-            if let Some(code) = teams_embedded_error(body) {
-                return classify_status(code);
-            }
+        if let Some(code) = kind.spec().embedded_status(body) {
+            return classify_status(code);
         }
         return Verdict::Delivered;
     }
@@ -76,17 +75,6 @@ pub fn redirect_error(status: u16, target_url: &str, location: Option<&str>) -> 
             "target redirected (HTTP {status}, no usable Location): update the URL; redirects are never followed"
         ),
     }
-}
-
-/// The status code inside a Teams connector error text, if the body carries one.
-pub fn teams_embedded_error(body: &str) -> Option<u16> {
-    const MARKER: &str = "Microsoft Teams endpoint returned HTTP error ";
-    let at = body.find(MARKER)? + MARKER.len();
-    let digits: String = body[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok().or(Some(500))
 }
 
 /// The default wait after each failed attempt; the last repeats until `max_age_secs`.

@@ -79,10 +79,7 @@ pub(crate) struct TooLarge {
 
 /// Keep `json` as an alert charged at its parsed size, returning what `reserved` held beyond
 /// it to the budget; refuse it when it takes more than was reserved.
-pub(crate) fn admit(
-    json: Value,
-    mut reserved: OwnedSemaphorePermit,
-) -> Result<Alert, TooLarge> {
+pub(crate) fn admit(json: Value, mut reserved: OwnedSemaphorePermit) -> Result<Alert, TooLarge> {
     let charge = parsed_size(&json);
     let held = reserved.num_permits();
     if charge > held {
@@ -185,6 +182,10 @@ mod tests {
         let permit = memory.reserve(10).await.unwrap();
         let big = Value::from("y".repeat(100));
         assert!(admit(big, permit).is_err());
-        assert_eq!(memory.available(), 100_000, "a refused body returns everything");
+        assert_eq!(
+            memory.available(),
+            100_000,
+            "a refused body returns everything"
+        );
     }
 }

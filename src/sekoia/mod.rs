@@ -326,7 +326,9 @@ impl AlertClient {
             StatusClass::Success => {
                 // Reserve memory before reading: hostile answers then wait their turn instead
                 // of adding up (the request already went out; only reading waits).
-                let Some(reserved) = self.reserve(alert::reservation(resp.content_length())).await
+                let Some(reserved) = self
+                    .reserve(alert::reservation(resp.content_length()))
+                    .await
                 else {
                     return Attempt::Done(Enrichment::Unavailable("shutting down".into()));
                 };

@@ -733,7 +733,10 @@ async fn concurrent_large_answers_all_complete_within_the_read_budget() {
                 Value::from(format!("00000000-0000-4000-8000-{n:012}")),
             );
             // Like a delivery task: the alert is used, then dropped.
-            matches!(client.enrich(&creds(&uri), &ev).await, Enrichment::Enriched(_))
+            matches!(
+                client.enrich(&creds(&uri), &ev).await,
+                Enrichment::Enriched(_)
+            )
         }));
     }
     for t in tasks {
