@@ -164,6 +164,14 @@ pub struct DeliverySettings {
     pub concurrency: usize,
 }
 
+impl DeliverySettings {
+    /// `retry_schedule` as a retry policy, jittered within half a step (see
+    /// [`crate::retry::Jitter::Half`]).
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.retry_schedule.clone(), crate::retry::Jitter::Half)
+    }
+}
+
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {

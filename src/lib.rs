@@ -15,8 +15,9 @@
 //!    [`targets`] holds one module per kind with everything that differs between kinds
 //!    (limits, envelope, template, escaping, answers), asked through one trait.
 //! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
-//!    bucket, post, and record success, a retry (backoff with full jitter, `Retry-After`) or a
-//!    dead letter.
+//!    bucket, post, and record success, a retry (the `retry_schedule`, jittered, pushed later
+//!    by `Retry-After`) or a dead letter. [`retry`] is the one retry policy (a schedule as
+//!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!
 //! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
 //! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod metrics;
 pub mod reload;
 pub mod render;
+pub mod retry;
 pub mod routes;
 pub mod routing;
 pub mod sekoia;

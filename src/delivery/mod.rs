@@ -24,6 +24,7 @@ use crate::configuration::{DeliverySettings, Settings, TargetSettings};
 use crate::domain::WebhookEvent;
 use crate::metrics::Metrics;
 use crate::render::RenderInput;
+use crate::retry;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
 use crate::startup::Runtime;
@@ -359,7 +360,7 @@ impl Deliverer {
         let retry_after = if matches!(r.status, 429 | 503) {
             r.retry_after
                 .as_deref()
-                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
         } else {
             None
         };
@@ -494,8 +495,10 @@ fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings, state: &TargetState) 
     let ra_cap = Duration::from_secs(cfg.backoff_max_secs);
     // The wait this failure calls for: the schedule's step for the attempt (a 429 repeats the
     // current step), pushed later by the target's Retry-After.
-    let step = policy::scheduled_delay(&cfg.retry_schedule, counted.max(1), rand::random::<f64>());
-    let delay = policy::next_delay(step, retry_after, ra_cap);
+    let step = cfg
+        .retry_policy()
+        .delay(counted.max(1), rand::random::<f64>());
+    let delay = retry::honour_retry_after(step, retry_after, ra_cap);
     if let Some(ra) = retry_after {
         state.pause_for(ra.min(ra_cap));
     } else if !counts_attempt {

@@ -39,12 +39,10 @@ use crate::domain::event::WebhookEvent;
 use crate::metrics::{EnrichmentOutcome, Metrics};
 use crate::telemetry::redact_url;
 
+use crate::retry::{parse_retry_after, RetryPolicy};
 pub use alert::Alert;
 use alert::{AlertMemory, ALERT_MEMORY, CACHE_MEMORY, MAX_ALERT_BYTES};
-pub(crate) use policy::RetryTuning;
-use policy::{
-    backoff_delay, classify_status, error_excerpt, next_delay, parse_retry_after, StatusClass,
-};
+use policy::{classify_status, default_retry_policy, error_excerpt, next_delay, StatusClass};
 
 const USER_AGENT: &str = concat!("sekoia-relay/", env!("CARGO_PKG_VERSION"));
 const QUERY: &str = "stix=false&comments=false&countermeasures=false&history=false";
@@ -96,7 +94,7 @@ pub struct AlertClient {
     memory: AlertMemory,
     limiter: Option<DefaultDirectRateLimiter>,
     deadline: Duration,
-    tuning: RetryTuning,
+    retry: RetryPolicy,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -130,13 +128,13 @@ enum Attempt {
 
 impl AlertClient {
     pub fn new(settings: &SekoiaSettings) -> Result<AlertClient, SekoiaError> {
-        Self::with_tuning(settings, RetryTuning::default())
+        Self::with_retry(settings, default_retry_policy())
     }
 
-    /// [`AlertClient::new`] with another backoff (tests use milliseconds).
-    pub(crate) fn with_tuning(
+    /// [`AlertClient::new`] with another retry policy (tests use milliseconds).
+    pub(crate) fn with_retry(
         settings: &SekoiaSettings,
-        tuning: RetryTuning,
+        retry: RetryPolicy,
     ) -> Result<AlertClient, SekoiaError> {
         let timeout = Duration::from_secs(settings.timeout_secs);
         let mut headers = HeaderMap::new();
@@ -172,7 +170,7 @@ impl AlertClient {
             memory: AlertMemory::new(ALERT_MEMORY),
             limiter,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
-            tuning,
+            retry,
             metrics: None,
         })
     }
@@ -292,7 +290,7 @@ impl AlertClient {
                     failure.last
                 ));
             }
-            let backoff = backoff_delay(attempt, self.tuning, rand::random::<f64>());
+            let backoff = self.retry.delay(attempt, rand::random::<f64>());
             let delay = next_delay(backoff, failure.retry_after, until - now);
             tracing::info!(
                 alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,
