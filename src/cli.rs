@@ -1,4 +1,4 @@
-//! The command line of SPEC §2.
+//! The command line (README, "Command line"): clap types only.
 
 use std::path::PathBuf;
 

@@ -266,7 +266,7 @@ pub struct HookSettings {
 
 impl HookSettings {
     /// Every target this hook may reach, in a stable order, without repeats: a target named by
-    /// several routes still gets the event once (SPEC §3).
+    /// several routes still gets the event once (one delivery row per target, so one message).
     pub fn candidate_targets(&self) -> Vec<String> {
         let mut seen = HashSet::new();
         self.targets

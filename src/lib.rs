@@ -21,7 +21,7 @@
 //!
 //! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
 //! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
-//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line of SPEC §2),
+//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line),
 //! [`commands`] (`check`, `render`, `send-test`: try templates and routing before SEKOIA.IO
 //! calls), [`routing`] (which targets an event reaches).
 

@@ -6,7 +6,7 @@
 //! matching routes still receives the event once (deliveries are one row per event and
 //! target; [`Router::select`] returns each target once).
 //!
-//! `when` is a MiniJinja expression over the template context (SPEC §6: `event`, `alert`,
+//! `when` is a MiniJinja expression over the template context (the same as templates': `event`, `alert`,
 //! `enriched`, `enrichment_error`, `hook`, `target`, `links`, `sekoia`), compiled once when
 //! the [`Router`] is built (startup, reload, `check`). A bad expression is an error naming the
 //! hook and the route.

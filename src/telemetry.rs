@@ -23,7 +23,7 @@ pub fn init(format: LogFormat) {
 
 /// The part of a hook id that may be logged: its first 8 characters.
 ///
-/// The id is the hook's only secret (SPEC §7); 8 characters tell hooks apart in logs without
+/// The id is the hook's only secret (whoever knows it can post alerts); 8 characters tell hooks apart in logs without
 /// letting a log reader post to it.
 pub fn hook_id_prefix(id: &str) -> String {
     let prefix: String = id.chars().take(8).collect();

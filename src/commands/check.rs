@@ -401,7 +401,7 @@ fn file_mode(_: &Path) -> Option<u32> {
 ///
 /// Rule: group or other read permission (`mode & 0o044`) on a file that holds at least one
 /// hook id, or an API key / target URL written literally rather than as `${VAR}`. Reason: hook
-/// ids, keys and webhook URLs are credentials (SPEC §7); a world-readable file leaks them to
+/// ids, keys and webhook URLs are credentials (each lets its holder post or read alerts); a world-readable file leaks them to
 /// every local account. It is a warning, not an error: containers often mount configs 0644.
 pub fn permission_warning(path: &Path, mode: u32, settings: &Settings) -> Option<String> {
     let readable = mode & 0o044 != 0;

@@ -1,4 +1,4 @@
-//! The commands of SPEC §2 that work on templates and routing before SEKOIA.IO ever calls:
+//! The commands that work on templates and routing before SEKOIA.IO ever calls:
 //! `check` ([`check`], and [`verify`] for `check --online`), `render` ([`render`]) and
 //! `send-test` ([`send_test`]), with the sample events and alerts they use ([`samples`],
 //! embedded in the binary).

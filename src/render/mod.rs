@@ -446,7 +446,7 @@ pub fn alert_link(event: &Value, app_url: &str) -> Option<String> {
     ))
 }
 
-/// The template context of SPEC §6.
+/// The template context (README, "Templates" → "Context").
 fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minijinja::Value {
     let mut target = json!({"name": target_name, "kind": entry.kind.as_str()});
     if let Some(obj) = target.as_object_mut() {
@@ -457,7 +457,7 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
     minijinja::Value::from_serialize(context_json(input, target))
 }
 
-/// The template context of SPEC §6 as JSON, with `target` given by the caller. Templates and
+/// The template context as JSON, with `target` given by the caller. Templates and
 /// `when` expressions (routing) see exactly the same variables.
 pub fn context_json(input: &RenderInput, target: Value) -> Value {
     json!({

@@ -1,8 +1,9 @@
 //! `POST /hooks/{id}`: check, parse, persist, then answer.
 //!
-//! The checks run in the order of SPEC §4 so each failure gets its documented status: unknown
-//! hook 404, client address 403, content type 415, size 413, not JSON 400, not a v2 event 422,
-//! excluded type/action 200 filtered. Only a committed event gets a 202.
+//! The checks run in the order of the README's "HTTP answers" table so each failure gets its
+//! documented status: unknown hook 404, client address 403, content type 415, size 413, not
+//! JSON 400, not a v2 event 422, excluded type/action 200 filtered. Only a committed event gets
+//! a 202.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

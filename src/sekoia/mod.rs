@@ -15,7 +15,7 @@
 //!   ([`policy`]), honouring `Retry-After`, until `enrich_deadline_secs` after the first failed
 //!   call. 401/403/404 and other 4xx give up at once.
 //! - **Never fails.** Every failure becomes [`Enrichment::Unavailable`] with a reason fit for
-//!   the chat message, so the alert still goes out (SPEC §5). The key never appears in logs,
+//!   the chat message, so the alert still goes out (README, "Delivery guarantees"). The key never appears in logs,
 //!   reasons or errors, and logs show the API host only.
 
 mod alert;

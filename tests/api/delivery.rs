@@ -1,4 +1,4 @@
-//! Delivery guarantees of SPEC §5: retries, Retry-After, dead letters, independence, bursts.
+//! The README's delivery guarantees: retries, Retry-After, dead letters, independence, bursts.
 
 use std::collections::HashSet;
 use std::time::Duration;
