@@ -17,8 +17,9 @@ impl UrgencyBand {
     /// 40–59 High, 60–79 Major, 80–100 Urgent.
     ///
     /// SEKOIA does not document the bands; these fit every `display` value seen in real
-    /// alerts (20 and 30 Moderate, 47 High, 60 Major). They are only used when `display` is missing and to pick a
-    /// colour, since `display` is shown as received. Out-of-range values clamp.
+    /// alerts (20 and 30 Moderate, 47 High, 60 Major). They are only used when `display` is
+    /// missing and to pick a colour, since `display` is shown as received. Out-of-range values
+    /// clamp.
     pub fn from_value(value: i64) -> UrgencyBand {
         match value {
             i64::MIN..=19 => UrgencyBand::Low,
