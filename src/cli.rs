@@ -132,13 +132,7 @@ pub enum DeadLetterCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Config(#[from] crate::configuration::ConfigError),
-    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Startup(#[from] crate::startup::StartupError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
     /// The command was given ids that are not dead letters, or none at all (exit 1).
     #[error("{0}")]
     Usage(String),

@@ -34,8 +34,9 @@ pub enum ConfigError {
     BadReference { key: String, detail: String },
     #[error("invalid configuration: {0}")]
     Load(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// Every validation problem found, one sentence each (all are reported at once).
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -398,7 +399,7 @@ pub fn load_str_with(
         1 => return Err(expander.missing.remove(0)),
         _ => {
             let all: Vec<String> = expander.missing.iter().map(ToString::to_string).collect();
-            return Err(ConfigError::Invalid(all.join("; ")));
+            return Err(ConfigError::Invalid(all));
         }
     }
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -469,7 +470,7 @@ fn blame_overrides(expanded: &str, overrides: &[Override]) -> Option<ConfigError
             })
         })
         .collect();
-    (!blamed.is_empty()).then(|| ConfigError::Invalid(blamed.join("; ")))
+    (!blamed.is_empty()).then_some(ConfigError::Invalid(blamed))
 }
 
 /// Validation problems about a key whose value came from environment variables say so, and
@@ -480,7 +481,7 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
         return e;
     };
     let problems: Vec<String> = all
-        .split("; ")
+        .into_iter()
         .map(|p| {
             let source = sources.iter().find(|(key, _, _)| {
                 p.starts_with(&format!("{key} ")) || p.starts_with(&format!("{key}:"))
@@ -498,11 +499,11 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
                         vars.join(", ")
                     )
                 }
-                None => p.to_string(),
+                None => p,
             }
         })
         .collect();
-    ConfigError::Invalid(problems.join("; "))
+    ConfigError::Invalid(problems)
 }
 
 /// `SEKOIA_RELAY__SECTION__KEY=value` → (`section.key`, value). Values that parse as integers
@@ -813,7 +814,7 @@ impl Settings {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid(problems.join("; ")))
+            Err(ConfigError::Invalid(problems))
         }
     }
 

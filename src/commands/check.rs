@@ -140,11 +140,11 @@ pub fn run(path: &Path) -> Report {
     }
 }
 
-/// A config error as one line per problem (validation joins them with "; ").
+/// A config error as one line per problem.
 fn config_problems(path: &Path, e: &ConfigError) -> Vec<String> {
     match e {
         ConfigError::Invalid(all) => all
-            .split("; ")
+            .iter()
             .map(|p| format!("{}: {p}", path.display()))
             .collect(),
         other => vec![format!(
