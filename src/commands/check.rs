@@ -147,11 +147,7 @@ fn config_problems(path: &Path, e: &ConfigError) -> Vec<String> {
             .iter()
             .map(|p| format!("{}: {p}", path.display()))
             .collect(),
-        other => vec![format!(
-            "{}: {}",
-            path.display(),
-            crate::cli::error_chain(other)
-        )],
+        other => vec![format!("{}: {}", path.display(), super::error_chain(other))],
     }
 }
 
