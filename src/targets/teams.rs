@@ -14,9 +14,9 @@ use crate::render::UrgencyBand;
 /// so cards are kept under 25 KB (docs/targets.md, Teams).
 pub const TEAMS_MAX_BYTES: usize = 25_000;
 
-/// The official Adaptive Card 1.5 schema (MIT, © Microsoft), see tests/fixtures/README.md.
-pub const ADAPTIVE_CARD_SCHEMA: &str =
-    include_str!("../../tests/fixtures/adaptive-card.schema.json");
+/// The official Adaptive Card 1.5 schema (microsoft/AdaptiveCards
+/// `schemas/1.5.0/adaptive-card.json`, commit 93695cf, MIT, © Microsoft Corporation).
+pub const ADAPTIVE_CARD_SCHEMA: &str = include_str!("adaptive-card.schema.json");
 
 pub struct Teams;
 
