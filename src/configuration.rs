@@ -233,7 +233,7 @@ impl TargetSettings {
     pub fn safe_host(&self) -> String {
         self.url
             .as_ref()
-            .map(|u| crate::telemetry::redact_url(u.expose_secret()))
+            .map(|u| crate::secrets::redact_url(u.expose_secret()))
             .unwrap_or_else(|| "stdout".into())
     }
 }
@@ -673,7 +673,7 @@ pub fn expand_vars(
 /// `Authorization` header, sent next to the Bearer key (two credentials, one of them leaked to
 /// the API), and a password written there must not be echoed in the startup error.
 fn sekoia_url_problem(key: &str, raw: &str) -> Option<String> {
-    let shown = crate::telemetry::strip_userinfo(raw);
+    let shown = crate::secrets::strip_userinfo(raw);
     match url::Url::parse(raw) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
             Some(format!("{key} = {shown:?} is not an http(s) URL"))

@@ -27,7 +27,7 @@ use crate::render::RenderInput;
 use crate::retry;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
-use crate::startup::Runtime;
+use crate::state::Runtime;
 use crate::store::{now_ms, Claimed, Outcome, Store};
 use policy::Verdict;
 pub use sender::Sender;

@@ -69,7 +69,7 @@ pub fn redirect_error(status: u16, target_url: &str, location: Option<&str>) -> 
     match resolved {
         Some(to) => format!(
             "target redirected to {} (HTTP {status}): update the URL; redirects are never followed",
-            crate::telemetry::redact_url(to.as_str())
+            crate::secrets::redact_url(to.as_str())
         ),
         None => format!(
             "target redirected (HTTP {status}, no usable Location): update the URL; redirects are never followed"

@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use crate::configuration::SekoiaSettings;
 use crate::domain::event::WebhookEvent;
 use crate::metrics::{EnrichmentOutcome, Metrics};
-use crate::telemetry::redact_url;
+use crate::secrets::redact_url;
 
 use crate::retry::{parse_retry_after, RetryPolicy};
 pub use alert::Alert;
