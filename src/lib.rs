@@ -19,11 +19,19 @@
 //!    by `Retry-After`) or a dead letter. [`retry`] is the one retry policy (a schedule as
 //!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!
-//! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
-//! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
-//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line),
-//! [`commands`] (`check`, `render`, `send-test`: try templates and routing before SEKOIA.IO
-//! calls), [`routing`] (which targets an event reaches).
+//! Around it, by layer:
+//!
+//! - bottom: [`domain`] (the event, the kind names), [`secrets`] (what may be shown of a
+//!   secret), [`retry`], [`configuration`] (config.toml), and [`targets`] (each kind's rules,
+//!   asked by configuration's checks and by the stages; it borrows render's text helpers and
+//!   reads `TargetSettings`, the two arrows still to straighten);
+//! - the stages above, plus [`routing`] (which targets an event reaches), [`telemetry`] (logs)
+//!   and [`metrics`] (`GET /metrics`);
+//! - [`state`]: the config-derived `Runtime` and the handlers' `AppState`, shared by routes,
+//!   delivery and reload without depending on any of them;
+//! - top: [`startup`] (the `Application` that wires the stages, runs until a shutdown future
+//!   resolves, and reloads on SIGHUP through [`reload`]), [`cli`] (the clap types only) and
+//!   [`commands`] (what each command does: `check`, `render`, `send-test`, `dead-letters`, …).
 
 pub mod cli;
 pub mod commands;

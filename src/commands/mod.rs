@@ -2,7 +2,7 @@
 //! templates and routing before SEKOIA.IO ever calls: `check` ([`check`], and [`verify`] for
 //! `check --online`), `render` ([`render`]) and `send-test` ([`send_test`]), with the sample
 //! events and alerts they use ([`samples`], embedded in the binary). And the operator's:
-//! `dead-letters` ([`dead_letters`]), `new-hook` and `urls` ([`hooks`]), `healthcheck`
+//! `dead-letters` ([`dead_letters`]), `new-hook` and `urls` ([`self::hooks`]), `healthcheck`
 //! ([`healthcheck`]).
 
 pub mod check;
