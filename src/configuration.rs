@@ -229,6 +229,18 @@ impl TargetSettings {
             .unwrap_or_else(|| self.kind.spec().default_rate_limit_per_sec())
     }
 
+    /// The value of a kind's extra key (`channel`, `username`, `icon_url`), if set and not
+    /// empty; see [`crate::targets::TargetKindSpec::context_keys`].
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        let value = match key {
+            "channel" => &self.channel,
+            "username" => &self.username,
+            "icon_url" => &self.icon_url,
+            _ => &None,
+        };
+        value.as_deref().filter(|v| !v.is_empty())
+    }
+
     /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
     pub fn safe_host(&self) -> String {
         self.url

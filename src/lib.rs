@@ -23,8 +23,8 @@
 //!
 //! - bottom: [`domain`] (the event, the kind names), [`secrets`] (what may be shown of a
 //!   secret), [`retry`], [`configuration`] (config.toml), and [`targets`] (each kind's rules,
-//!   asked by configuration's checks and by the stages; it borrows render's text helpers and
-//!   reads `TargetSettings`, the two arrows still to straighten);
+//!   asked by configuration's checks and by the stages; it still borrows render's text
+//!   helpers and urgency bands, the one arrow left to straighten);
 //! - the stages above, plus [`routing`] (which targets an event reaches), [`telemetry`] (logs)
 //!   and [`metrics`] (`GET /metrics`);
 //! - [`state`]: the config-derived `Runtime` and the handlers' `AppState`, shared by routes,

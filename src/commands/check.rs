@@ -457,7 +457,13 @@ pub fn settings_warnings(settings: &Settings) -> Vec<String> {
         }
     }
     for (name, t) in &settings.targets {
-        out.extend(t.kind.spec().target_warnings(name, t));
+        if let Some(url) = &t.url {
+            out.extend(
+                t.kind
+                    .spec()
+                    .url_warnings(name, url.expose_secret(), &t.safe_host()),
+            );
+        }
         if !settings
             .hooks
             .iter()

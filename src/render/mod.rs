@@ -250,7 +250,13 @@ impl Renderer {
                 let entry = TargetEntry {
                     kind: t.kind,
                     user_template: user_names.get(name).cloned(),
-                    context_keys: t.kind.spec().context_keys(t),
+                    context_keys: t
+                        .kind
+                        .spec()
+                        .context_keys()
+                        .iter()
+                        .filter_map(|k| t.extra(k).map(|v| (*k, v.to_string())))
+                        .collect(),
                 };
                 (name.clone(), entry)
             })

@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::{cap_str, non_empty_list, non_empty_str, object, TargetKind, TargetKindSpec};
-use crate::configuration::TargetSettings;
 use crate::render::text::{markdown_escape, neutralize_mentions};
 
 /// Mattermost accepts far more (it splits long posts), but nobody reads 64 KB on call.
@@ -58,22 +57,10 @@ impl TargetKindSpec for Mattermost {
         Cow::Owned(neutralize_mentions(&markdown_escape(s)).into_owned())
     }
 
-    /// `target.channel`, `target.username`, `target.icon_url`: the overrides a Mattermost
-    /// webhook accepts, for the template to put in the body (empty values are left out).
-    fn context_keys(&self, target: &TargetSettings) -> Vec<(&'static str, String)> {
-        [
-            ("channel", &target.channel),
-            ("username", &target.username),
-            ("icon_url", &target.icon_url),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| {
-            value
-                .as_ref()
-                .filter(|v| !v.is_empty())
-                .map(|v| (key, v.clone()))
-        })
-        .collect()
+    /// `channel`, `username`, `icon_url`: the overrides a Mattermost webhook accepts, for the
+    /// template to put in the body.
+    fn context_keys(&self) -> &'static [&'static str] {
+        &["channel", "username", "icon_url"]
     }
 
     fn body_problems(&self, body: &Value) -> Vec<String> {

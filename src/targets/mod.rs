@@ -11,7 +11,6 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::configuration::TargetSettings;
 pub use crate::domain::TargetKind;
 use crate::render::UrgencyBand;
 
@@ -78,14 +77,16 @@ pub trait TargetKindSpec: Sync {
         Vec::new()
     }
 
-    /// `check` warnings about a target of this kind (its URL is known to be valid).
-    fn target_warnings(&self, _name: &str, _target: &TargetSettings) -> Vec<String> {
+    /// `check` warnings about the URL of a target `name` of this kind (a valid URL; only
+    /// `safe_host` of it may be shown).
+    fn url_warnings(&self, _name: &str, _url: &str, _safe_host: &str) -> Vec<String> {
         Vec::new()
     }
 
-    /// Extra `target.*` context keys of this kind (e.g. Mattermost's `channel`), from config.
-    fn context_keys(&self, _target: &TargetSettings) -> Vec<(&'static str, String)> {
-        Vec::new()
+    /// The config keys of this kind's targets that templates also see as `target.KEY` (e.g.
+    /// Mattermost's `channel`); empty values are left out.
+    fn context_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// `check`'s validation of a final body beyond the envelope: what the service would

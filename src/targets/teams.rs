@@ -3,11 +3,9 @@
 
 use std::borrow::Cow;
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{non_empty_str, object, TargetKind, TargetKindSpec};
-use crate::configuration::TargetSettings;
 use crate::render::UrgencyBand;
 
 /// Teams Workflows: Microsoft documents failures above ~28 KB and a 202 never reports them,
@@ -110,19 +108,15 @@ impl TargetKindSpec for Teams {
         Vec::new()
     }
 
-    fn target_warnings(&self, name: &str, target: &TargetSettings) -> Vec<String> {
-        let Some(url) = &target.url else {
-            return Vec::new();
-        };
-        let has_sig = url::Url::parse(url.expose_secret())
+    fn url_warnings(&self, name: &str, url: &str, safe_host: &str) -> Vec<String> {
+        let has_sig = url::Url::parse(url)
             .map(|u| u.query_pairs().any(|(k, _)| k == "sig"))
             .unwrap_or(false);
         if has_sig {
             return Vec::new();
         }
         vec![format!(
-            "targets.{name}: the Teams URL ({}) has no `sig=` parameter; Workflows webhook URLs carry one: copy the whole URL",
-            target.safe_host()
+            "targets.{name}: the Teams URL ({safe_host}) has no `sig=` parameter; Workflows webhook URLs carry one: copy the whole URL"
         )]
     }
 
