@@ -15,7 +15,6 @@
 
 use std::path::Path;
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::samples::{self, Sample};
@@ -25,103 +24,15 @@ use crate::render::{limits, RenderError, RenderInput, Renderer};
 use crate::routing::Router;
 use crate::targets::Output;
 
-/// Hook ids are the only secret of a hook URL: below 32 characters they may be guessable.
-pub const MIN_HOOK_ID_CHARS: usize = 32;
+mod report;
+mod warnings;
 
-/// What `check` found. Exit 1 when `problems` is not empty.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub problems: Vec<String>,
-    pub warnings: Vec<String>,
-    /// What went well and is worth saying (`check --online`: a key that works).
-    pub notes: Vec<String>,
-    /// One line about what was checked.
-    pub summary: String,
-}
-
-impl Report {
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// The text printed by `sekoia-relay check`.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for p in &self.problems {
-            out.push_str(&format!("error: {p}\n"));
-        }
-        for w in &self.warnings {
-            out.push_str(&format!("warning: {w}\n"));
-        }
-        for n in &self.notes {
-            out.push_str(&format!("ok: {n}\n"));
-        }
-        out.push_str(&format!(
-            "{}: {} problem(s), {} warning(s){}\n",
-            if self.ok() { "ok" } else { "FAILED" },
-            self.problems.len(),
-            self.warnings.len(),
-            if self.summary.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", self.summary)
-            }
-        ));
-        out
-    }
-}
-
-/// A problem found on one sample: a message that is the same whatever the sample (so it can
-/// be reported once) and an optional sample-specific detail (shown for the first sample).
-struct Finding {
-    message: String,
-    detail: Option<String>,
-}
-
-impl From<String> for Finding {
-    fn from(message: String) -> Self {
-        Finding {
-            message,
-            detail: None,
-        }
-    }
-}
-
-/// The same message for several samples is reported once, with the list of samples.
-#[derive(Default)]
-struct Grouped {
-    items: Vec<(Finding, Vec<String>)>,
-}
-
-impl Grouped {
-    fn add(&mut self, finding: Finding, sample: &str) {
-        match self
-            .items
-            .iter_mut()
-            .find(|(f, _)| f.message == finding.message)
-        {
-            Some((_, samples)) => samples.push(sample.to_string()),
-            None => self.items.push((finding, vec![sample.to_string()])),
-        }
-    }
-
-    fn into_lines(self, total: usize) -> Vec<String> {
-        self.items
-            .into_iter()
-            .map(|(f, s)| {
-                let which = if s.len() == total {
-                    "every sample".to_string()
-                } else {
-                    format!("sample: {}", s.join(", "))
-                };
-                match f.detail {
-                    Some(d) => format!("{} [{which}]\n    {}: {d}", f.message, s[0]),
-                    None => format!("{} [{which}]", f.message),
-                }
-            })
-            .collect()
-    }
-}
+pub use report::Report;
+use report::{Finding, Grouped};
+use warnings::file_mode;
+pub use warnings::{
+    exposure_warnings, permission_warning, settings_warnings, DEMO_HOOK_ID, MIN_HOOK_ID_CHARS,
+};
 
 /// Run every check on the config file at `path`.
 pub fn run(path: &Path) -> Report {
@@ -382,99 +293,6 @@ fn changed_paths(a: &Value, b: &Value, at: &str) -> Vec<String> {
     }
 }
 
-#[cfg(unix)]
-fn file_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
-}
-
-#[cfg(not(unix))]
-fn file_mode(_: &Path) -> Option<u32> {
-    None
-}
-
-/// A warning when the config file is readable by other users and holds secrets.
-///
-/// Rule: group or other read permission (`mode & 0o044`) on a file that holds at least one
-/// hook id, or an API key / target URL written literally rather than as `${VAR}`. Reason: hook
-/// ids, keys and webhook URLs are credentials (each lets its holder post or read alerts); a world-readable file leaks them to
-/// every local account. It is a warning, not an error: containers often mount configs 0644.
-pub fn permission_warning(path: &Path, mode: u32, settings: &Settings) -> Option<String> {
-    let readable = mode & 0o044 != 0;
-    let holds_secrets = !settings.hooks.is_empty()
-        || !settings.sekoia.api_key.expose_secret().is_empty()
-        || settings.targets.values().any(|t| t.url.is_some());
-    (readable && holds_secrets).then(|| {
-        format!(
-            "{} is readable by other users (mode {:o}) and holds secrets (hook ids, keys or webhook URLs): run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        )
-    })
-}
-
-/// The id of the demo hook in the shipped `config.toml`: public, since it is in the repository.
-pub const DEMO_HOOK_ID: &str = "67a7472b-b43c-415d-b1ce-c135fb1dfb0e";
-
-/// Warnings about what the internet can reach once `server.public_url` is set (logged at
-/// startup too).
-///
-/// Rule: with a `public_url`, warn about a hook still using the shipped demo id, and about
-/// `/metrics` served on the public listener (no `server.metrics_listen`). Reason: the demo id
-/// is in the repository, so anyone can post alerts to a relay that kept it; and the tunnel or
-/// proxy that forwards the hooks forwards `/metrics` too, which names every hook and target.
-/// Without a `public_url` the relay is presumed local, and the demo hook is the quick start.
-pub fn exposure_warnings(settings: &Settings) -> Vec<String> {
-    let mut out = Vec::new();
-    if settings.server.public_url.is_empty() {
-        return out;
-    }
-    for h in settings.hooks.iter().filter(|h| h.id == DEMO_HOOK_ID) {
-        out.push(format!(
-            "hook {:?} uses the demo id shipped in config.toml, which is public: delete that hook (or give it a new id with `sekoia-relay new-hook`) before exposing the relay at server.public_url",
-            h.name
-        ));
-    }
-    if settings.server.metrics_listen.is_empty() {
-        out.push(
-            "GET /metrics is served on the listener that server.public_url exposes: set server.metrics_listen (e.g. \"127.0.0.1:9100\") to serve it on a private address only".into(),
-        );
-    }
-    out
-}
-
-/// Warnings that do not stop the relay but deserve attention.
-pub fn settings_warnings(settings: &Settings) -> Vec<String> {
-    let mut out = exposure_warnings(settings);
-    for h in &settings.hooks {
-        let n = h.id.chars().count();
-        if n < MIN_HOOK_ID_CHARS {
-            out.push(format!(
-                "hook {:?}: the id has {n} characters; the id is the hook's only secret, use at least {MIN_HOOK_ID_CHARS} (`sekoia-relay new-hook` makes one)",
-                h.name
-            ));
-        }
-    }
-    for (name, t) in &settings.targets {
-        if let Some(url) = &t.url {
-            out.extend(
-                t.kind
-                    .spec()
-                    .url_warnings(name, url.expose_secret(), &t.safe_host()),
-            );
-        }
-        if !settings
-            .hooks
-            .iter()
-            .any(|h| h.candidate_targets().iter().any(|c| c == name))
-        {
-            out.push(format!("targets.{name}: no hook sends to this target"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,7 +365,7 @@ mod tests {
     /// cannot drift from what the relay accepts.
     #[test]
     fn readme_template_examples_pass_check() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let blocks: Vec<&str> = readme
             .split("```jinja\n")
             .skip(1)
