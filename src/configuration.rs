@@ -11,6 +11,9 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::TargetKind;
+use crate::targets::Output;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SEKOIA_RELAY_CONFIG";
 /// Prefix of the scalar overrides, e.g. `SEKOIA_RELAY__SERVER__LISTEN`.
@@ -31,8 +34,9 @@ pub enum ConfigError {
     BadReference { key: String, detail: String },
     #[error("invalid configuration: {0}")]
     Load(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// Every validation problem found, one sentence each (all are reported at once).
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +216,14 @@ pub struct DeliverySettings {
     pub concurrency: usize,
 }
 
+impl DeliverySettings {
+    /// `retry_schedule` as a retry policy, jittered within half a step (see
+    /// [`crate::retry::Jitter::Half`]).
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.retry_schedule.clone(), crate::retry::Jitter::Half)
+    }
+}
+
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
@@ -240,71 +252,6 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::time::Du
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(try_from = "String")]
-pub enum TargetKind {
-    Teams,
-    Slack,
-    Mattermost,
-    Chime,
-    Webhook,
-    Console,
-}
-
-impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
-        TargetKind::Teams,
-        TargetKind::Slack,
-        TargetKind::Mattermost,
-        TargetKind::Chime,
-        TargetKind::Webhook,
-        TargetKind::Console,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Teams => "teams",
-            TargetKind::Slack => "slack",
-            TargetKind::Mattermost => "mattermost",
-            TargetKind::Chime => "chime",
-            TargetKind::Webhook => "webhook",
-            TargetKind::Console => "console",
-        }
-    }
-
-    /// Default pace per kind, from each service's documented webhook limit
-    /// (reference: chat-targets.md §0). 0 means unlimited.
-    pub fn default_rate_limit_per_sec(self) -> u32 {
-        match self {
-            TargetKind::Slack | TargetKind::Chime => 1,
-            TargetKind::Teams => 4,
-            TargetKind::Mattermost => 10,
-            TargetKind::Webhook | TargetKind::Console => 0,
-        }
-    }
-}
-
-impl TryFrom<String> for TargetKind {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        TargetKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "unknown target kind {value:?} (expected teams, slack, mattermost, chime, webhook or console)"
-                )
-            })
-    }
-}
-
-impl std::fmt::Display for TargetKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSettings {
@@ -330,14 +277,26 @@ pub struct TargetSettings {
 impl TargetSettings {
     pub fn rate_limit(&self) -> u32 {
         self.rate_limit_per_sec
-            .unwrap_or_else(|| self.kind.default_rate_limit_per_sec())
+            .unwrap_or_else(|| self.kind.spec().default_rate_limit_per_sec())
+    }
+
+    /// The value of a kind's extra key (`channel`, `username`, `icon_url`), if set and not
+    /// empty; see [`crate::targets::TargetKindSpec::context_keys`].
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        let value = match key {
+            "channel" => &self.channel,
+            "username" => &self.username,
+            "icon_url" => &self.icon_url,
+            _ => &None,
+        };
+        value.as_deref().filter(|v| !v.is_empty())
     }
 
     /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
     pub fn safe_host(&self) -> String {
         self.url
             .as_ref()
-            .map(|u| crate::telemetry::redact_url(u.expose_secret()))
+            .map(|u| crate::secrets::redact_url(u.expose_secret()))
             .unwrap_or_else(|| "stdout".into())
     }
 }
@@ -371,7 +330,7 @@ pub struct HookSettings {
 
 impl HookSettings {
     /// Every target this hook may reach, in a stable order, without repeats: a target named by
-    /// several routes still gets the event once (SPEC §3).
+    /// several routes still gets the event once (one delivery row per target, so one message).
     pub fn candidate_targets(&self) -> Vec<String> {
         let mut seen = HashSet::new();
         self.targets
@@ -503,7 +462,7 @@ pub fn load_str_with(
         1 => return Err(expander.missing.remove(0)),
         _ => {
             let all: Vec<String> = expander.missing.iter().map(ToString::to_string).collect();
-            return Err(ConfigError::Invalid(all.join("; ")));
+            return Err(ConfigError::Invalid(all));
         }
     }
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -574,7 +533,7 @@ fn blame_overrides(expanded: &str, overrides: &[Override]) -> Option<ConfigError
             })
         })
         .collect();
-    (!blamed.is_empty()).then(|| ConfigError::Invalid(blamed.join("; ")))
+    (!blamed.is_empty()).then_some(ConfigError::Invalid(blamed))
 }
 
 /// Validation problems about a key whose value came from environment variables say so, and
@@ -585,7 +544,7 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
         return e;
     };
     let problems: Vec<String> = all
-        .split("; ")
+        .into_iter()
         .map(|p| {
             let source = sources.iter().find(|(key, _, _)| {
                 p.starts_with(&format!("{key} ")) || p.starts_with(&format!("{key}:"))
@@ -603,11 +562,11 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
                         vars.join(", ")
                     )
                 }
-                None => p.to_string(),
+                None => p,
             }
         })
         .collect();
-    ConfigError::Invalid(problems.join("; "))
+    ConfigError::Invalid(problems)
 }
 
 /// `SEKOIA_RELAY__SECTION__KEY=value` → (`section.key`, value). Values that parse as integers
@@ -777,7 +736,7 @@ pub fn expand_vars(
 /// `Authorization` header, sent next to the Bearer key (two credentials, one of them leaked to
 /// the API), and a password written there must not be echoed in the startup error.
 fn sekoia_url_problem(key: &str, raw: &str) -> Option<String> {
-    let shown = crate::telemetry::strip_userinfo(raw);
+    let shown = crate::secrets::strip_userinfo(raw);
     match url::Url::parse(raw) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
             Some(format!("{key} = {shown:?} is not an http(s) URL"))
@@ -855,22 +814,17 @@ impl Settings {
                     "targets.{name}: target names may only use a-z, 0-9, _ and -"
                 ));
             }
-            match (&t.url, t.kind) {
-                (_, TargetKind::Console) => {}
-                (None, kind) => {
-                    problems.push(format!("targets.{name}: `url` is required for kind {kind}"))
-                }
-                (Some(u), _) => match url::Url::parse(u.expose_secret()) {
+            if t.kind.spec().output() == Output::StdoutText {
+                continue;
+            }
+            match &t.url {
+                None => problems.push(format!(
+                    "targets.{name}: `url` is required for kind {}",
+                    t.kind
+                )),
+                Some(u) => match url::Url::parse(u.expose_secret()) {
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                        if t.kind == TargetKind::Teams
-                            && parsed
-                                .host_str()
-                                .is_some_and(|h| h.ends_with(".webhook.office.com"))
-                        {
-                            problems.push(format!(
-                                "targets.{name}: Office 365 connector URLs (*.webhook.office.com) are retired; create a Teams Workflows webhook (\"Post to a channel when a webhook request is received\") and use its URL"
-                            ));
-                        }
+                        problems.extend(t.kind.spec().url_problems(name, &parsed));
                     }
                     _ => problems.push(format!("targets.{name}.url is not an http(s) URL")),
                 },
@@ -924,7 +878,7 @@ impl Settings {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid(problems.join("; ")))
+            Err(ConfigError::Invalid(problems))
         }
     }
 
@@ -1211,9 +1165,9 @@ mod tests {
 
     #[test]
     fn per_kind_rate_limit_defaults() {
-        assert_eq!(TargetKind::Slack.default_rate_limit_per_sec(), 1);
-        assert_eq!(TargetKind::Teams.default_rate_limit_per_sec(), 4);
-        assert_eq!(TargetKind::Webhook.default_rate_limit_per_sec(), 0);
+        assert_eq!(TargetKind::Slack.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::Teams.spec().default_rate_limit_per_sec(), 4);
+        assert_eq!(TargetKind::Webhook.spec().default_rate_limit_per_sec(), 0);
     }
 
     #[test]

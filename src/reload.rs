@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::configuration::{self, ConfigError, Settings};
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
-use crate::startup::{Runtime, RuntimeError};
+use crate::state::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

@@ -24,9 +24,10 @@ use crate::configuration::{DeliverySettings, Settings, TargetSettings};
 use crate::domain::WebhookEvent;
 use crate::metrics::Metrics;
 use crate::render::RenderInput;
+use crate::retry;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
-use crate::startup::Runtime;
+use crate::state::Runtime;
 use crate::store::{now_ms, sleep_until_ms, slot_interval_ms, Claimed, Outcome, Store};
 use policy::Verdict;
 pub use sender::Sender;
@@ -363,7 +364,7 @@ impl Deliverer {
             }
         };
         let verdict = policy::classify(target.kind, r.status, &r.body);
-        let error = match (verdict, policy::teams_embedded_error(&r.body)) {
+        let error = match (verdict, target.kind.spec().embedded_status(&r.body)) {
             (Verdict::Delivered, _) => String::new(),
             (Verdict::Redirected, _) => policy::redirect_error(
                 r.status,
@@ -380,7 +381,7 @@ impl Deliverer {
         let retry_after = if matches!(r.status, 429 | 503) {
             r.retry_after
                 .as_deref()
-                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
         } else {
             None
         };
@@ -561,8 +562,10 @@ fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings) -> (Outcome, Option<D
     let ra_cap = Duration::from_secs(cfg.backoff_max_secs);
     // The wait this failure calls for: the schedule's step for the attempt (a 429 repeats the
     // current step), pushed later by the target's Retry-After.
-    let step = policy::scheduled_delay(&cfg.retry_schedule, counted.max(1), rand::random::<f64>());
-    let delay = policy::next_delay(step, retry_after, ra_cap);
+    let step = cfg
+        .retry_policy()
+        .delay(counted.max(1), rand::random::<f64>());
+    let delay = retry::honour_retry_after(step, retry_after, ra_cap);
     let pause = match retry_after {
         Some(ra) => Some(ra.min(ra_cap)),
         None if !counts_attempt => Some(delay),

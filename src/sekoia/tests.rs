@@ -10,6 +10,7 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::retry::Jitter;
 
 const ALERT: &str = include_str!("../../tests/fixtures/alert.json");
 const CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
@@ -48,11 +49,12 @@ impl Setup {
             ..SekoiaSettings::default()
         };
         // Milliseconds instead of 250 ms..10 s, so retry scenarios run fast.
-        let tuning = RetryTuning {
-            backoff_base: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(40),
-        };
-        AlertClient::with_tuning(&settings, tuning).expect("client builds")
+        let retry = RetryPolicy::exponential(
+            Duration::from_millis(5),
+            Duration::from_millis(40),
+            Jitter::Full,
+        );
+        AlertClient::with_retry(&settings, retry).expect("client builds")
     }
 }
 
