@@ -8,11 +8,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sekoia_relay::configuration::{self, SyncMode, TargetKind};
+use sekoia_relay::configuration::{self, SyncMode};
 use sekoia_relay::delivery::policy;
 use sekoia_relay::domain::event::{dedup_key, WebhookEvent};
+use sekoia_relay::domain::TargetKind;
 use sekoia_relay::render::{RenderInput, Renderer};
-use sekoia_relay::store::{NewEvent, Store};
+use sekoia_relay::retry::{parse_retry_after, Jitter, RetryPolicy};
+use sekoia_relay::store::{NewEvent, SqliteStore};
 
 const EVENT: &str = include_str!("../tests/fixtures/webhook-alert-created.json");
 const ALERT: &str = include_str!("../tests/fixtures/alert.json");
@@ -76,7 +78,7 @@ fn store(c: &mut Criterion) {
     for (label, sync) in [("full", SyncMode::Full), ("normal", SyncMode::Normal)] {
         for batch in [1usize, 32, 256] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(&dir.path().join("bench.db"), sync).expect("store");
+            let store = SqliteStore::open(&dir.path().join("bench.db"), sync).expect("store");
             let mut n = 0u64;
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(format!("{label}/concurrent_{batch}"), |b| {
@@ -125,20 +127,15 @@ fn retry_policy(c: &mut Criterion) {
     let now = SystemTime::now();
     let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
     let mut g = c.benchmark_group("policy");
+    let schedule = RetryPolicy::new(policy::DEFAULT_RETRY_SCHEDULE.to_vec(), Jitter::Half);
     g.bench_function("scheduled_delay", |b| {
-        b.iter(|| {
-            policy::scheduled_delay(
-                &policy::DEFAULT_RETRY_SCHEDULE,
-                std::hint::black_box(7),
-                0.5,
-            )
-        })
+        b.iter(|| schedule.delay(std::hint::black_box(7), 0.5))
     });
     g.bench_function("parse_retry_after_seconds", |b| {
-        b.iter(|| policy::parse_retry_after(std::hint::black_box("120"), now))
+        b.iter(|| parse_retry_after(std::hint::black_box("120"), now))
     });
     g.bench_function("parse_retry_after_date", |b| {
-        b.iter(|| policy::parse_retry_after(std::hint::black_box(&date), now))
+        b.iter(|| parse_retry_after(std::hint::black_box(&date), now))
     });
     g.bench_function("classify_teams_2xx", |b| {
         b.iter(|| policy::classify(TargetKind::Teams, 202, std::hint::black_box("")))

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use sekoia_relay::configuration::SyncMode;
-use sekoia_relay::store::{NewEvent, Store};
+use sekoia_relay::store::{NewEvent, SqliteStore};
 
 const EVENT: &str = include_str!("../tests/fixtures/webhook-alert-created.json");
 
@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let n: usize = args.next().unwrap_or_else(|| "100000".into()).parse()?;
     let target = args.next().unwrap_or_else(|| "sink".into());
-    let store = Store::open(&path, SyncMode::Normal)?;
+    let store = SqliteStore::open(&path, SyncMode::Normal)?;
     let mut done = 0;
     while done < n {
         let chunk = (n - done).min(4096);

@@ -11,6 +11,9 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::TargetKind;
+use crate::targets::Output;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SEKOIA_RELAY_CONFIG";
 /// Prefix of the scalar overrides, e.g. `SEKOIA_RELAY__SERVER__LISTEN`.
@@ -31,8 +34,9 @@ pub enum ConfigError {
     BadReference { key: String, detail: String },
     #[error("invalid configuration: {0}")]
     Load(String),
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// Every validation problem found, one sentence each (all are reported at once).
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,16 +133,67 @@ pub struct StoreSettings {
     pub sync: SyncMode,
     pub dedup_window_secs: u64,
     pub retention_days: u64,
+    /// `postgres://…`: the PostgreSQL store shared by replicas; empty = SQLite at `path`.
+    /// A secret: it usually carries the password.
+    pub url: SecretString,
+    /// PostgreSQL connections per replica.
+    pub pool_size: usize,
+    /// How long a PostgreSQL claim stays with a replica that stopped renewing it.
+    pub lease_secs: u64,
 }
+
+/// The default `[store] path`, also what "path not set" means when `url` is set.
+pub const DEFAULT_STORE_PATH: &str = "data/relay.db";
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("data/relay.db"),
+            path: PathBuf::from(DEFAULT_STORE_PATH),
             sync: SyncMode::Full,
             dedup_window_secs: 86400,
             retention_days: 7,
+            url: SecretString::from(String::new()),
+            pool_size: 16,
+            lease_secs: 30,
         }
+    }
+}
+
+impl StoreSettings {
+    pub fn is_postgres(&self) -> bool {
+        !self.url.expose_secret().trim().is_empty()
+    }
+
+    /// Problems of the `[store]` section.
+    ///
+    /// Rule: `url` and a non-default `path` together are an error naming both ways out; `url`
+    /// must be a `postgres://` or `postgresql://` URL; `pool_size` and `lease_secs` ≥ 1.
+    /// Reason: silently picking one store would leave the other one's queue undelivered, and
+    /// the messages never quote the URL, which carries the password.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.is_postgres() {
+            if self.path != Path::new(DEFAULT_STORE_PATH) {
+                problems.push(format!(
+                    "store.url (PostgreSQL) and store.path = {:?} (SQLite) are both set: keep url and remove path to use PostgreSQL (move the SQLite queue with `sekoia-relay store import --from {}`), or empty url to stay on SQLite",
+                    self.path.display(),
+                    self.path.display()
+                ));
+            }
+            let url = self.url.expose_secret().trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(
+                    "store.url must start with postgres:// or postgresql:// (value not shown: it may hold a password)".into(),
+                );
+            }
+            if self.pool_size == 0 {
+                problems.push("store.pool_size must be ≥ 1".into());
+            }
+        }
+        if self.lease_secs == 0 {
+            problems.push("store.lease_secs must be ≥ 1".into());
+        }
+        problems
     }
 }
 
@@ -159,6 +214,14 @@ pub struct DeliverySettings {
     pub timeout_secs: u64,
     /// Most sends in flight per target.
     pub concurrency: usize,
+}
+
+impl DeliverySettings {
+    /// `retry_schedule` as a retry policy, jittered within half a step (see
+    /// [`crate::retry::Jitter::Half`]).
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.retry_schedule.clone(), crate::retry::Jitter::Half)
+    }
 }
 
 impl Default for DeliverySettings {
@@ -189,71 +252,6 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<std::time::Du
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(try_from = "String")]
-pub enum TargetKind {
-    Teams,
-    Slack,
-    Mattermost,
-    Chime,
-    Webhook,
-    Console,
-}
-
-impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
-        TargetKind::Teams,
-        TargetKind::Slack,
-        TargetKind::Mattermost,
-        TargetKind::Chime,
-        TargetKind::Webhook,
-        TargetKind::Console,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Teams => "teams",
-            TargetKind::Slack => "slack",
-            TargetKind::Mattermost => "mattermost",
-            TargetKind::Chime => "chime",
-            TargetKind::Webhook => "webhook",
-            TargetKind::Console => "console",
-        }
-    }
-
-    /// Default pace per kind, from each service's documented webhook limit
-    /// (reference: chat-targets.md §0). 0 means unlimited.
-    pub fn default_rate_limit_per_sec(self) -> u32 {
-        match self {
-            TargetKind::Slack | TargetKind::Chime => 1,
-            TargetKind::Teams => 4,
-            TargetKind::Mattermost => 10,
-            TargetKind::Webhook | TargetKind::Console => 0,
-        }
-    }
-}
-
-impl TryFrom<String> for TargetKind {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        TargetKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "unknown target kind {value:?} (expected teams, slack, mattermost, chime, webhook or console)"
-                )
-            })
-    }
-}
-
-impl std::fmt::Display for TargetKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSettings {
@@ -279,14 +277,26 @@ pub struct TargetSettings {
 impl TargetSettings {
     pub fn rate_limit(&self) -> u32 {
         self.rate_limit_per_sec
-            .unwrap_or_else(|| self.kind.default_rate_limit_per_sec())
+            .unwrap_or_else(|| self.kind.spec().default_rate_limit_per_sec())
+    }
+
+    /// The value of a kind's extra key (`channel`, `username`, `icon_url`), if set and not
+    /// empty; see [`crate::targets::TargetKindSpec::context_keys`].
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        let value = match key {
+            "channel" => &self.channel,
+            "username" => &self.username,
+            "icon_url" => &self.icon_url,
+            _ => &None,
+        };
+        value.as_deref().filter(|v| !v.is_empty())
     }
 
     /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
     pub fn safe_host(&self) -> String {
         self.url
             .as_ref()
-            .map(|u| crate::telemetry::redact_url(u.expose_secret()))
+            .map(|u| crate::secrets::redact_url(u.expose_secret()))
             .unwrap_or_else(|| "stdout".into())
     }
 }
@@ -320,7 +330,7 @@ pub struct HookSettings {
 
 impl HookSettings {
     /// Every target this hook may reach, in a stable order, without repeats: a target named by
-    /// several routes still gets the event once (SPEC §3).
+    /// several routes still gets the event once (one delivery row per target, so one message).
     pub fn candidate_targets(&self) -> Vec<String> {
         let mut seen = HashSet::new();
         self.targets
@@ -452,7 +462,7 @@ pub fn load_str_with(
         1 => return Err(expander.missing.remove(0)),
         _ => {
             let all: Vec<String> = expander.missing.iter().map(ToString::to_string).collect();
-            return Err(ConfigError::Invalid(all.join("; ")));
+            return Err(ConfigError::Invalid(all));
         }
     }
     let expanded = toml::to_string(&doc).map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -523,7 +533,7 @@ fn blame_overrides(expanded: &str, overrides: &[Override]) -> Option<ConfigError
             })
         })
         .collect();
-    (!blamed.is_empty()).then(|| ConfigError::Invalid(blamed.join("; ")))
+    (!blamed.is_empty()).then_some(ConfigError::Invalid(blamed))
 }
 
 /// Validation problems about a key whose value came from environment variables say so, and
@@ -534,7 +544,7 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
         return e;
     };
     let problems: Vec<String> = all
-        .split("; ")
+        .into_iter()
         .map(|p| {
             let source = sources.iter().find(|(key, _, _)| {
                 p.starts_with(&format!("{key} ")) || p.starts_with(&format!("{key}:"))
@@ -552,11 +562,11 @@ fn name_variables(e: ConfigError, sources: &[(String, Vec<String>, bool)]) -> Co
                         vars.join(", ")
                     )
                 }
-                None => p.to_string(),
+                None => p,
             }
         })
         .collect();
-    ConfigError::Invalid(problems.join("; "))
+    ConfigError::Invalid(problems)
 }
 
 /// `SEKOIA_RELAY__SECTION__KEY=value` → (`section.key`, value). Values that parse as integers
@@ -726,7 +736,7 @@ pub fn expand_vars(
 /// `Authorization` header, sent next to the Bearer key (two credentials, one of them leaked to
 /// the API), and a password written there must not be echoed in the startup error.
 fn sekoia_url_problem(key: &str, raw: &str) -> Option<String> {
-    let shown = crate::telemetry::strip_userinfo(raw);
+    let shown = crate::secrets::strip_userinfo(raw);
     match url::Url::parse(raw) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
             Some(format!("{key} = {shown:?} is not an http(s) URL"))
@@ -785,6 +795,7 @@ impl Settings {
                 problems.push(problem);
             }
         }
+        problems.extend(self.store.problems());
         if self.delivery.concurrency == 0 {
             problems.push("delivery.concurrency must be ≥ 1".into());
         }
@@ -803,22 +814,17 @@ impl Settings {
                     "targets.{name}: target names may only use a-z, 0-9, _ and -"
                 ));
             }
-            match (&t.url, t.kind) {
-                (_, TargetKind::Console) => {}
-                (None, kind) => {
-                    problems.push(format!("targets.{name}: `url` is required for kind {kind}"))
-                }
-                (Some(u), _) => match url::Url::parse(u.expose_secret()) {
+            if t.kind.spec().output() == Output::StdoutText {
+                continue;
+            }
+            match &t.url {
+                None => problems.push(format!(
+                    "targets.{name}: `url` is required for kind {}",
+                    t.kind
+                )),
+                Some(u) => match url::Url::parse(u.expose_secret()) {
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                        if t.kind == TargetKind::Teams
-                            && parsed
-                                .host_str()
-                                .is_some_and(|h| h.ends_with(".webhook.office.com"))
-                        {
-                            problems.push(format!(
-                                "targets.{name}: Office 365 connector URLs (*.webhook.office.com) are retired; create a Teams Workflows webhook (\"Post to a channel when a webhook request is received\") and use its URL"
-                            ));
-                        }
+                        problems.extend(t.kind.spec().url_problems(name, &parsed));
                     }
                     _ => problems.push(format!("targets.{name}.url is not an http(s) URL")),
                 },
@@ -872,7 +878,7 @@ impl Settings {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid(problems.join("; ")))
+            Err(ConfigError::Invalid(problems))
         }
     }
 
@@ -1159,8 +1165,34 @@ mod tests {
 
     #[test]
     fn per_kind_rate_limit_defaults() {
-        assert_eq!(TargetKind::Slack.default_rate_limit_per_sec(), 1);
-        assert_eq!(TargetKind::Teams.default_rate_limit_per_sec(), 4);
-        assert_eq!(TargetKind::Webhook.default_rate_limit_per_sec(), 0);
+        assert_eq!(TargetKind::Slack.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::Teams.spec().default_rate_limit_per_sec(), 4);
+        assert_eq!(TargetKind::Webhook.spec().default_rate_limit_per_sec(), 0);
+    }
+
+    #[test]
+    fn store_url_comes_from_the_environment_and_keeps_sqlite_when_empty() {
+        let text = format!("[store]\nurl = \"${{DATABASE_URL:-}}\"\n{MINIMAL}");
+        let sqlite = load_with(&text, &[]).unwrap();
+        assert!(!sqlite.store.is_postgres());
+        let pg = load_with(&text, &[("DATABASE_URL", "postgres://u:pw@db/relay")]).unwrap();
+        assert!(pg.store.is_postgres());
+        assert_eq!(pg.store.lease_secs, 30, "default lease ≤ 30 s");
+        assert!(pg.store.pool_size >= 1);
+    }
+
+    #[test]
+    fn store_url_and_path_together_say_which_to_keep_without_the_password() {
+        let text = format!(
+            "[store]\nurl = \"postgres://u:hunter2@db/relay\"\npath = \"other.db\"\n{MINIMAL}"
+        );
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("keep url and remove path"), "{err}");
+        assert!(err.contains("empty url to stay on SQLite"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let text = format!("[store]\nurl = \"mysql://u:hunter2@db/relay\"\n{MINIMAL}");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("must start with postgres://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

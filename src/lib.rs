@@ -12,15 +12,26 @@
 //!    rate limit, retries until a deadline); on failure the message goes out unenriched.
 //! 4. **Render** — [`render`]: a MiniJinja template per target kind builds the exact request
 //!    body, JSON-escaped by construction and cut to the target's size limits.
+//!    [`targets`] holds one module per kind with everything that differs between kinds
+//!    (limits, envelope, template, escaping, answers), asked through one trait.
 //! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
-//!    bucket, post, and record success, a retry (backoff with full jitter, `Retry-After`) or a
-//!    dead letter.
+//!    bucket, post, and record success, a retry (the `retry_schedule`, jittered, pushed later
+//!    by `Retry-After`) or a dead letter. [`retry`] is the one retry policy (a schedule as
+//!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!
-//! Around it: [`configuration`] (config.toml), [`startup`] (the `Application` that wires the
-//! stages, runs until a shutdown future resolves, and reloads on SIGHUP), [`telemetry`] (logs
-//! and redaction), [`metrics`] (`GET /metrics`), [`cli`] (the command line of SPEC §2),
-//! [`commands`] (`check`, `render`, `send-test`: try templates and routing before SEKOIA.IO
-//! calls), [`routing`] (which targets an event reaches).
+//! Around it, by layer:
+//!
+//! - bottom: [`domain`] (the event, the kind names), [`secrets`] (what may be shown of a
+//!   secret), [`retry`], [`configuration`] (config.toml), and [`targets`] (each kind's rules,
+//!   asked by configuration's checks and by the stages; it still borrows render's text
+//!   helpers and urgency bands, the one arrow left to straighten);
+//! - the stages above, plus [`routing`] (which targets an event reaches), [`telemetry`] (logs)
+//!   and [`metrics`] (`GET /metrics`);
+//! - [`state`]: the config-derived `Runtime` and the handlers' `AppState`, shared by routes,
+//!   delivery and reload without depending on any of them;
+//! - top: [`startup`] (the `Application` that wires the stages, runs until a shutdown future
+//!   resolves, and reloads on SIGHUP through [`reload`]), [`cli`] (the clap types only) and
+//!   [`commands`] (what each command does: `check`, `render`, `send-test`, `dead-letters`, …).
 
 pub mod cli;
 pub mod commands;
@@ -30,9 +41,13 @@ pub mod domain;
 pub mod metrics;
 pub mod reload;
 pub mod render;
+pub mod retry;
 pub mod routes;
 pub mod routing;
+pub mod secrets;
 pub mod sekoia;
 pub mod startup;
+pub mod state;
 pub mod store;
+pub mod targets;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sekoia_relay::cli::{self, Cli, Command};
+use sekoia_relay::cli::{Cli, Command};
 use sekoia_relay::{commands, configuration, startup::Application, telemetry};
 
 // jemalloc instead of glibc malloc: under load the profile showed ~14% of the relay's CPU in
@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", cli::error_chain(e.as_ref()));
+            eprintln!("error: {}", commands::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -28,7 +28,7 @@ async fn run() -> anyhow::Result<ExitCode> {
     let args = Cli::parse();
     let command = args.command.unwrap_or(Command::Serve { pid_file: None });
     if let Command::NewHook { name } = &command {
-        print!("{}", cli::new_hook(name));
+        print!("{}", commands::hooks::new_hook(name));
         return Ok(ExitCode::SUCCESS);
     }
     let path = configuration::config_path(args.config);
@@ -79,17 +79,20 @@ async fn run() -> anyhow::Result<ExitCode> {
             }
             served?;
         }
-        Command::Urls => print!("{}", cli::urls(&settings)),
-        Command::DeadLetters(cmd) => match cli::dead_letters(&settings, &cmd, &mut confirm_purge) {
-            Ok(text) => print!("{text}"),
-            Err(cli::CliError::Usage(message)) => {
-                eprintln!("error: {message}");
-                return Ok(ExitCode::FAILURE);
+        Command::Urls => print!("{}", commands::hooks::urls(&settings)),
+        Command::DeadLetters(cmd) => {
+            match commands::dead_letters::dead_letters(&settings, &cmd, &mut confirm_purge).await {
+                Ok(text) => print!("{text}"),
+                Err(commands::dead_letters::DeadLetterError::Usage(message)) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        },
+        }
+        Command::Store(cmd) => print!("{}", commands::store::store_import(&settings, &cmd).await?),
         Command::Healthcheck => {
-            if !cli::healthcheck(&settings).await {
+            if !commands::healthcheck::healthcheck(&settings).await {
                 return Ok(ExitCode::FAILURE);
             }
         }

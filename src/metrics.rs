@@ -4,7 +4,7 @@
 //! under the `prometheus` GitHub organisation, has no global registry (so each `Application`,
 //! and each test, has its own), and encodes the OpenMetrics text format Prometheus scrapes.
 //!
-//! Labels are hook *names* and target *names* only: a hook id is a secret (SPEC §7) and a
+//! Labels are hook *names* and target *names* only: a hook id is a secret (whoever knows it can post alerts) and a
 //! target URL carries credentials, so neither is ever a label value.
 //!
 //! Queue depth and template fallbacks are read when `/metrics` is scraped, not maintained on

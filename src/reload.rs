@@ -10,12 +10,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::configuration::{self, ConfigError, Settings};
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
-use crate::startup::{Runtime, RuntimeError};
+use crate::state::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -141,6 +142,19 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
             old.resolve(&old.store.path) != new.resolve(&new.store.path),
         ),
         ("store.sync", old.store.sync != new.store.sync),
+        (
+            // Compared without ever printing it: the URL holds the password.
+            "store.url",
+            old.store.url.expose_secret() != new.store.url.expose_secret(),
+        ),
+        (
+            "store.pool_size",
+            old.store.pool_size != new.store.pool_size,
+        ),
+        (
+            "store.lease_secs",
+            old.store.lease_secs != new.store.lease_secs,
+        ),
         (
             "delivery.concurrency",
             old.delivery.concurrency != new.delivery.concurrency,

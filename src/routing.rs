@@ -6,7 +6,7 @@
 //! matching routes still receives the event once (deliveries are one row per event and
 //! target; [`Router::select`] returns each target once).
 //!
-//! `when` is a MiniJinja expression over the template context (SPEC §6: `event`, `alert`,
+//! `when` is a MiniJinja expression over the template context (the same as templates': `event`, `alert`,
 //! `enriched`, `enrichment_error`, `hook`, `target`, `links`, `sekoia`), compiled once when
 //! the [`Router`] is built (startup, reload, `check`). A bad expression is an error naming the
 //! hook and the route.
@@ -25,7 +25,8 @@ use std::sync::Arc;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value};
 
-use crate::configuration::{Settings, TargetKind};
+use crate::configuration::Settings;
+use crate::domain::TargetKind;
 use crate::render::{context_json, RenderInput};
 
 /// Upper bound on the work of one `when` evaluation (MiniJinja fuel): a condition is a

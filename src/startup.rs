@@ -1,6 +1,5 @@
 //! Wiring: build every stage from the settings, bind the listener, run until told to stop.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -11,14 +10,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::{HookSettings, Settings};
+use crate::configuration::Settings;
 use crate::delivery::{build_sender, Deliverer};
 use crate::metrics::Metrics;
 use crate::reload::ReloadHandle;
-use crate::render::{RenderError, Renderer};
 use crate::routes;
-use crate::routing::{Router, RoutingError};
 use crate::sekoia::{AlertClient, SekoiaError};
+use crate::state::{AppState, Runtime, RuntimeError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,77 +34,6 @@ pub enum StartupError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-/// What can be wrong with a config once it has loaded: its templates or its routing rules.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("templates: {0}")]
-    Render(#[from] RenderError),
-    #[error("routing: {0}")]
-    Routing(#[from] RoutingError),
-}
-
-/// A hook ready to serve: its settings and the targets its deliveries are created for.
-pub struct HookEntry {
-    pub settings: HookSettings,
-    pub targets: Vec<String>,
-}
-
-/// The config-derived part of the relay, swapped as a whole on reload.
-pub struct Runtime {
-    pub settings: Arc<Settings>,
-    pub renderer: Arc<Renderer>,
-    pub router: Router,
-    hooks_by_id: HashMap<String, HookEntry>,
-}
-
-impl Runtime {
-    /// Compile everything the config needs (templates included). Fails without side effects,
-    /// so a bad reload leaves the running config in place.
-    pub fn build(settings: Settings) -> Result<Runtime, RuntimeError> {
-        let renderer = Arc::new(Renderer::new(&settings)?);
-        let router = Router::new(&settings)?;
-        let hooks_by_id = settings
-            .hooks
-            .iter()
-            .map(|h| {
-                (
-                    h.id.clone(),
-                    HookEntry {
-                        settings: h.clone(),
-                        targets: h.candidate_targets(),
-                    },
-                )
-            })
-            .collect();
-        Ok(Runtime {
-            settings: Arc::new(settings),
-            renderer,
-            router,
-            hooks_by_id,
-        })
-    }
-
-    pub fn hook_by_id(&self, id: &str) -> Option<&HookEntry> {
-        self.hooks_by_id.get(id)
-    }
-}
-
-/// State shared by the HTTP handlers.
-pub struct AppState {
-    runtime: Arc<ArcSwap<Runtime>>,
-    pub store: Store,
-    pub wake: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
-    /// Paces the log lines about refused posts (a flood must not fill the disk).
-    pub refusals: routes::hooks::RefusalLog,
-}
-
-impl AppState {
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
-    }
 }
 
 /// The actix app: routes only, so tests could drive it without a socket. `/metrics` is
@@ -173,9 +100,14 @@ pub struct Application {
 impl Application {
     /// Open the store, compile templates, bind the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store = Store::open(&settings.resolve(&settings.store.path), settings.store.sync)?;
+        let store = Store::open(&settings).await?;
+        tracing::info!(store = %store.describe(), "store open");
         let metrics = Arc::new(Metrics::new());
-        let alerts = Arc::new(AlertClient::new(&settings.sekoia)?.with_metrics(metrics.clone()));
+        let alerts = Arc::new(
+            AlertClient::new(&settings.sekoia)?
+                .with_metrics(metrics.clone())
+                .with_shared_pacing(store.clone(), &settings.sekoia),
+        );
         let sender = build_sender(&settings)?;
         let listen = settings.server.listen.clone();
         let metrics_listen = settings.server.metrics_listen.clone();
@@ -203,13 +135,12 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let state = web::Data::new(AppState {
-            runtime: runtime.clone(),
-            store: store.clone(),
-            wake: wake.clone(),
-            metrics: metrics.clone(),
-            refusals: routes::hooks::RefusalLog::new(),
-        });
+        let state = web::Data::new(AppState::new(
+            runtime.clone(),
+            store.clone(),
+            wake.clone(),
+            metrics.clone(),
+        ));
         let serve_metrics = metrics_listen.is_empty();
         let main_state = state.clone();
         let server = HttpServer::new(move || build_app(main_state.clone(), serve_metrics))

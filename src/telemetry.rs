@@ -1,6 +1,10 @@
-//! Logging setup (pretty or JSON, filtered by `RUST_LOG`) and the redaction helpers that keep
-//! secrets out of logs: hook ids are cut to 8 characters and URLs to scheme and host.
+//! Logging setup (pretty or JSON, filtered by `RUST_LOG`) and the pacing of refusal lines.
+//! What may be logged of a secret is decided in [`crate::secrets`].
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::configuration::LogFormat;
@@ -21,89 +25,66 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// The part of a hook id that may be logged: its first 8 characters.
+/// Log lines about refused posts: a burst of this many, then one per second.
+const REFUSAL_LOG_BURST: u32 = 20;
+
+/// Paces the log lines about refused posts, counting the lines it holds back.
 ///
-/// The id is the hook's only secret (SPEC §7); 8 characters tell hooks apart in logs without
-/// letting a log reader post to it.
-pub fn hook_id_prefix(id: &str) -> String {
-    let prefix: String = id.chars().take(8).collect();
-    format!("{prefix}…")
+/// Rule: up to [`REFUSAL_LOG_BURST`] lines at once, then one per second; the next line logged
+/// says how many were suppressed. Reason: each refusal must leave a trace (hook, reason,
+/// client address) so a misconfigured sender or proxy can be diagnosed, but anyone on the
+/// internet can post garbage, and a flood of refusals must not fill the disk (at most about
+/// 86 400 lines a day).
+pub struct RefusalLog {
+    limiter: DefaultDirectRateLimiter,
+    suppressed: AtomicU64,
 }
 
-/// `scheme://host[:port]` of a URL: the only part of a target or API URL that may be logged,
-/// since webhook URLs carry their credentials in the path or query.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(u) => match (u.host_str(), u.port()) {
-            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
-            (Some(h), None) => format!("{}://{h}", u.scheme()),
-            _ => format!("{}://", u.scheme()),
-        },
-        Err(_) => "<invalid url>".into(),
+impl RefusalLog {
+    pub fn new() -> Self {
+        let burst = NonZeroU32::new(REFUSAL_LOG_BURST).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        if self.limiter.check().is_ok() {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
-/// `raw` with any `user[:password]@` after the scheme removed, even when `raw` is not a valid
-/// URL: for errors that must show which value is wrong without echoing a password.
-pub fn strip_userinfo(raw: &str) -> String {
-    let Some(start) = raw.find("://").map(|i| i + 3) else {
-        return raw.to_string();
-    };
-    // The authority ends at the first '/', '?' or '#'; userinfo is what precedes its last '@'.
-    let end = raw[start..]
-        .find(['/', '?', '#'])
-        .map_or(raw.len(), |i| start + i);
-    match raw[start..end].rfind('@') {
-        Some(at) => format!("{}{}", &raw[..start], &raw[start + at + 1..]),
-        None => raw.to_string(),
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn userinfo_is_stripped_even_from_broken_urls() {
+    fn refusal_lines_are_paced_and_count_what_they_held_back() {
+        let log = RefusalLog::new();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.admit(), Some(0));
+        }
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        std::thread::sleep(Duration::from_millis(1050));
         assert_eq!(
-            strip_userinfo("https://bob:s3cret@api.sekoia.io/v1"),
-            "https://api.sekoia.io/v1"
+            log.admit(),
+            Some(2),
+            "the next line says two were held back"
         );
-        assert_eq!(
-            strip_userinfo("https://bob:s3cret@exa mple:99999/x"),
-            "https://exa mple:99999/x"
-        );
-        assert_eq!(strip_userinfo("https://a:b@c@host/p@q"), "https://host/p@q");
-        assert_eq!(strip_userinfo("https://host/x"), "https://host/x");
-        assert_eq!(strip_userinfo("not a url"), "not a url");
-    }
-
-    #[test]
-    fn redacted_urls_never_keep_userinfo() {
-        assert_eq!(
-            redact_url("https://bob:s3cret@api.sekoia.io/v1"),
-            "https://api.sekoia.io"
-        );
-    }
-
-    #[test]
-    fn urls_keep_only_scheme_and_host() {
-        assert_eq!(
-            redact_url("https://hooks.slack.com/services/T0/B0/secret?x=1"),
-            "https://hooks.slack.com"
-        );
-        assert_eq!(
-            redact_url("http://127.0.0.1:9000/sink?sig=abc"),
-            "http://127.0.0.1:9000"
-        );
-        assert_eq!(redact_url("::nope"), "<invalid url>");
-    }
-
-    #[test]
-    fn hook_ids_are_cut() {
-        assert_eq!(
-            hook_id_prefix("67a7472b-b43c-415d-b1ce-c135fb1dfb0e"),
-            "67a7472b…"
-        );
+        assert_eq!(log.admit(), None);
     }
 }

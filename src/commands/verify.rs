@@ -7,8 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::check::Report;
 use crate::configuration::Settings;
+use crate::secrets::redact_url;
 use crate::sekoia::verify::{region_of, verify_key, KeyState};
-use crate::telemetry::redact_url;
 
 /// One distinct (API URL, key) pair of the config and what the API said about it.
 #[derive(Debug, Clone)]

@@ -24,10 +24,11 @@ use crate::configuration::{DeliverySettings, Settings, TargetSettings};
 use crate::domain::WebhookEvent;
 use crate::metrics::Metrics;
 use crate::render::RenderInput;
+use crate::retry;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
-use crate::startup::Runtime;
-use crate::store::{now_ms, Claimed, Outcome, Store};
+use crate::state::Runtime;
+use crate::store::{now_ms, sleep_until_ms, slot_interval_ms, Claimed, Outcome, Store};
 use policy::Verdict;
 pub use sender::Sender;
 
@@ -178,6 +179,16 @@ impl Deliverer {
                 "shutdown grace elapsed; unfinished deliveries resume at next start"
             );
             tasks.abort_all();
+            // Abandoned sends go back to the queue now, not after their lease (PostgreSQL).
+            match self.store.release_claims().await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(released = n, "claims handed back to the other replicas")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand back claims: they return after lease_secs")
+                }
+            }
         }
     }
 
@@ -304,17 +315,19 @@ impl Deliverer {
             }
         };
 
-        if let Some(limiter) = &state.limiter {
-            tokio::select! {
-                _ = limiter.until_ready() => {}
-                _ = shutdown.cancelled() => return Outcome::Release,
-            }
+        let go = tokio::select! {
+            go = self.pace(&row.target, target.rate_limit(), state) => go,
+            _ = shutdown.cancelled() => return Outcome::Release,
+        };
+        if !go {
+            // Paused by another replica's Retry-After: back to the queue, not an attempt.
+            return Outcome::Release;
         }
 
         let attempt = row.attempts + 1;
         self.metrics.attempt(&row.target);
         let answer = self.send(target, &body).await;
-        decide(
+        let (outcome, pause) = decide(
             answer,
             Attempted {
                 body,
@@ -323,8 +336,17 @@ impl Deliverer {
                 host: target.safe_host(),
             },
             &settings.delivery,
-            state,
-        )
+        );
+        if let Some(pause) = pause {
+            // The target asked everyone to wait, not only this delivery: every replica, when
+            // the store is shared.
+            state.pause_for(pause);
+            let until = now_ms() + pause.as_millis() as i64;
+            if let Err(e) = self.store.pause(&pacing_key(&row.target), until).await {
+                tracing::warn!(error = %e, "cannot share the target's pause with the other replicas");
+            }
+        }
+        outcome
     }
 
     /// Post once and read the answer into what the retry decision needs.
@@ -342,7 +364,7 @@ impl Deliverer {
             }
         };
         let verdict = policy::classify(target.kind, r.status, &r.body);
-        let error = match (verdict, policy::teams_embedded_error(&r.body)) {
+        let error = match (verdict, target.kind.spec().embedded_status(&r.body)) {
             (Verdict::Delivered, _) => String::new(),
             (Verdict::Redirected, _) => policy::redirect_error(
                 r.status,
@@ -359,7 +381,7 @@ impl Deliverer {
         let retry_after = if matches!(r.status, 429 | 503) {
             r.retry_after
                 .as_deref()
-                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
         } else {
             None
         };
@@ -370,6 +392,46 @@ impl Deliverer {
             response: Some(policy::excerpt(&r.body, 2048)),
             error,
         }
+    }
+
+    /// Wait for the target's next send slot under `rate_limit_per_sec`; false when the slot
+    /// is so far off (a pause) that the delivery should go back to the queue instead.
+    ///
+    /// With a shared store (PostgreSQL) the slot is reserved in the store, so the limit and
+    /// any `Retry-After` pause hold across all replicas; otherwise, or while the store cannot
+    /// answer, this process's token bucket paces alone.
+    async fn pace(&self, target: &str, rate: u32, state: &TargetState) -> bool {
+        let (key, interval) = (pacing_key(target), slot_interval_ms(rate));
+        loop {
+            let at = match self.store.reserve_slot(&key, interval).await {
+                Ok(Some(at)) => at,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared pacing unavailable: pacing locally");
+                    break;
+                }
+            };
+            let wait = at - now_ms();
+            if policy::hand_back_slot(wait, interval) {
+                state.pause_for(Duration::from_millis(wait.max(0) as u64));
+                return false;
+            }
+            if wait <= 0 {
+                // Due now: the reservation itself saw any pause.
+                return true;
+            }
+            sleep_until_ms(at).await;
+            // A replica may have been told to pause while this task waited for its slot
+            // (reserved before the pause): then take a slot after the pause instead.
+            match self.store.paused_until(&key).await {
+                Ok(until) if until > now_ms() => continue,
+                _ => return true,
+            }
+        }
+        if let Some(limiter) = &state.limiter {
+            limiter.until_ready().await;
+        }
+        true
     }
 
     /// Enrich, route and render a delivery's message.
@@ -416,6 +478,11 @@ impl Deliverer {
     }
 }
 
+/// The shared pacing key of a target.
+fn pacing_key(target: &str) -> String {
+    format!("target:{target}")
+}
+
 enum Prepared {
     Body(String),
     Skip(String),
@@ -440,12 +507,13 @@ struct Attempted {
     host: String,
 }
 
-/// Turn an answer into the delivery's outcome: delivered, a dead letter, or the next try.
+/// Turn an answer into the delivery's outcome (delivered, a dead letter, or the next try) and
+/// how long the whole target should pause, if at all.
 ///
 /// Retries follow `retry_schedule` until `max_age_secs` (and the optional `max_attempts`); a
 /// `Retry-After` pushes the next try later and pauses the whole target, since the target asked
 /// everyone to wait. A 429 pauses the target and is retried without counting as an attempt.
-fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings, state: &TargetState) -> Outcome {
+fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings) -> (Outcome, Option<Duration>) {
     let Attempted {
         body,
         attempt,
@@ -463,11 +531,11 @@ fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings, state: &TargetState) 
     let counts_attempt = match verdict {
         Verdict::Delivered => {
             tracing::info!(%host, status = code, attempt, "delivered");
-            return Outcome::Delivered { status: code };
+            return (Outcome::Delivered { status: code }, None);
         }
         Verdict::Permanent | Verdict::Redirected => {
             tracing::warn!(%host, status = code, attempt, %error, response = response.as_deref().unwrap_or(""), "permanent failure: dead letter");
-            return dead(status, error, response, Some(body));
+            return (dead(status, error, response, Some(body)), None);
         }
         Verdict::Retry => true,
         Verdict::Throttled => false,
@@ -489,30 +557,33 @@ fn decide(a: Answer, d: Attempted, cfg: &DeliverySettings, state: &TargetState) 
                 cfg.max_attempts
             )
         };
-        return dead(status, why, response, Some(body));
+        return (dead(status, why, response, Some(body)), None);
     }
     let ra_cap = Duration::from_secs(cfg.backoff_max_secs);
     // The wait this failure calls for: the schedule's step for the attempt (a 429 repeats the
     // current step), pushed later by the target's Retry-After.
-    let step = policy::scheduled_delay(&cfg.retry_schedule, counted.max(1), rand::random::<f64>());
-    let delay = policy::next_delay(step, retry_after, ra_cap);
-    if let Some(ra) = retry_after {
-        state.pause_for(ra.min(ra_cap));
-    } else if !counts_attempt {
-        state.pause_for(delay);
-    }
+    let step = cfg
+        .retry_policy()
+        .delay(counted.max(1), rand::random::<f64>());
+    let delay = retry::honour_retry_after(step, retry_after, ra_cap);
+    let pause = match retry_after {
+        Some(ra) => Some(ra.min(ra_cap)),
+        None if !counts_attempt => Some(delay),
+        None => None,
+    };
     // The last try is made at the horizon, not after it (see `next_attempt_at`).
     let horizon = age_from_ms.saturating_add(max_age.as_millis() as i64 - 1);
     let next_at_ms = policy::next_attempt_at(now, delay, horizon);
     tracing::warn!(%host, status = code, attempt, %error, counts_attempt, next_retry_ms = (next_at_ms - now).max(0), "delivery failed, will retry");
-    Outcome::Retry {
+    let outcome = Outcome::Retry {
         next_at_ms,
         status,
         error,
         response,
         body: Some(body),
         counts_attempt,
-    }
+    };
+    (outcome, pause)
 }
 
 fn dead(

@@ -1,8 +1,8 @@
 //! Delivery policies as pure functions: what a response means and when to try again.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::configuration::TargetKind;
+use crate::domain::TargetKind;
 
 /// What a target's answer means for the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,13 @@ pub enum Verdict {
 /// 301/302 would be re-sent as a body-less GET whose 200 looks like a delivery, and a 307/308
 /// would hand the body and the `headers` secrets to whatever host the target names.
 ///
-/// One exception: the retired Teams connector answered 2xx with a body like "Microsoft Teams
-/// endpoint returned HTTP error 429"; such a body is classified as that status.
+/// One exception: a kind may report an error inside a 2xx body (the retired Teams connector
+/// answered "Microsoft Teams endpoint returned HTTP error 429"); such a body is classified as
+/// that status ([`crate::targets::TargetKindSpec::embedded_status`]).
 pub fn classify(kind: TargetKind, status: u16, body: &str) -> Verdict {
     if (200..300).contains(&status) {
-        if kind == TargetKind::Teams {
-            if let Some(code) = teams_embedded_error(body) {
-                return classify_status(code);
-            }
+        if let Some(code) = kind.spec().embedded_status(body) {
+            return classify_status(code);
         }
         return Verdict::Delivered;
     }
@@ -70,23 +69,12 @@ pub fn redirect_error(status: u16, target_url: &str, location: Option<&str>) -> 
     match resolved {
         Some(to) => format!(
             "target redirected to {} (HTTP {status}): update the URL; redirects are never followed",
-            crate::telemetry::redact_url(to.as_str())
+            crate::secrets::redact_url(to.as_str())
         ),
         None => format!(
             "target redirected (HTTP {status}, no usable Location): update the URL; redirects are never followed"
         ),
     }
-}
-
-/// The status code inside a Teams connector error text, if the body carries one.
-pub fn teams_embedded_error(body: &str) -> Option<u16> {
-    const MARKER: &str = "Microsoft Teams endpoint returned HTTP error ";
-    let at = body.find(MARKER)? + MARKER.len();
-    let digits: String = body[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok().or(Some(500))
 }
 
 /// The default wait after each failed attempt; the last repeats until `max_age_secs`.
@@ -105,26 +93,6 @@ pub const DEFAULT_RETRY_SCHEDULE: [Duration; 6] = [
     Duration::from_secs(30 * 60),
 ];
 
-/// Wait after the `attempt`-th counted failure (1-based), with jitter.
-///
-/// Rule: the schedule's entry for that attempt (its last entry once past the end), scaled
-/// into `[½·step, step]` by `unit`, a random draw in `[0, 1)`. Reason: the schedule says the
-/// latest a retry happens; the jitter spreads a storm's retries over half the step so a
-/// recovering target is not hit by every delivery in the same second.
-pub fn scheduled_delay(schedule: &[Duration], attempt: u32, unit: f64) -> Duration {
-    let Some(last) = schedule.last() else {
-        return Duration::ZERO;
-    };
-    let idx = (attempt.max(1) - 1) as usize;
-    let step = schedule.get(idx).unwrap_or(last);
-    let unit = if unit.is_finite() {
-        unit.clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
-    step.mul_f64(0.5 + unit / 2.0)
-}
-
 /// When the next attempt happens, never past the retry horizon.
 ///
 /// Rule: `now + delay`, but no later than `horizon` (when the delivery reaches
@@ -137,30 +105,15 @@ pub fn next_attempt_at(now_ms: i64, delay: Duration, horizon_ms: i64) -> i64 {
         .min(horizon_ms.max(now_ms))
 }
 
-/// Parse a `Retry-After` header: delay-seconds or an HTTP date.
+/// Whether a delivery whose shared send slot is `wait_ms` away should go back to the queue.
 ///
-/// Rule: a non-negative integer is seconds; otherwise an IMF-fixdate is the moment to wait
-/// for (a date in the past means "now"); anything else is ignored. Reason: RFC 9110 §10.2.3
-/// allows both forms, and Slack, Teams and proxies use both.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The wait before the next attempt.
-///
-/// Rule: the jittered backoff, pushed later to the target's `Retry-After` when it gave one,
-/// which is itself capped at `max`. Reason: Retry-After is the earliest moment the target will
-/// accept us again (SPEC §5), but a hostile or buggy header must not park an alert for a day.
-pub fn next_delay(backoff: Duration, retry_after: Option<Duration>, max: Duration) -> Duration {
-    match retry_after {
-        Some(ra) => backoff.max(ra.min(max)),
-        None => backoff,
-    }
+/// Rule: yes when the wait exceeds both 5 s and ten slot intervals. Reason: such a wait is a
+/// `Retry-After` pause set by another replica; a task sleeping through it would hold a delivery
+/// slot (all of them, for an unlimited target) that other targets need. Ordinary queueing
+/// behind other replicas stays well under ten intervals, and handing those slots back would
+/// waste them and slow the target down.
+pub fn hand_back_slot(wait_ms: i64, interval_ms: i64) -> bool {
+    wait_ms > 5_000 && wait_ms > interval_ms.saturating_mul(10)
 }
 
 /// Whether a delivery that just failed (retryably) should become a dead letter instead.
@@ -188,6 +141,11 @@ pub fn excerpt(body: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::{Jitter, RetryPolicy};
+
+    fn default_policy() -> RetryPolicy {
+        RetryPolicy::new(DEFAULT_RETRY_SCHEDULE.to_vec(), Jitter::Half)
+    }
 
     #[test]
     fn statuses_are_classified() {
@@ -268,30 +226,15 @@ mod tests {
         let mut at = Duration::ZERO;
         let mut attempts = 1; // the first try, at once
         while at < day {
-            at += scheduled_delay(&DEFAULT_RETRY_SCHEDULE, attempts, 1.0);
+            at += default_policy().delay(attempts, 1.0);
             attempts += 1;
         }
         // Worst case (no jitter): about 50 tries in a day; never more than 30 min apart.
         assert!((45..=60).contains(&attempts), "{attempts}");
-        assert_eq!(
-            scheduled_delay(&DEFAULT_RETRY_SCHEDULE, 1, 1.0),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            scheduled_delay(&DEFAULT_RETRY_SCHEDULE, 100, 1.0),
-            Duration::from_secs(1800)
-        );
-    }
-
-    #[test]
-    fn scheduled_delays_are_jittered_within_half_a_step() {
-        let s = [Duration::from_secs(10), Duration::from_secs(60)];
-        assert_eq!(scheduled_delay(&s, 1, 0.0), Duration::from_secs(5));
-        assert_eq!(scheduled_delay(&s, 1, 1.0), Duration::from_secs(10));
-        assert_eq!(scheduled_delay(&s, 2, 0.5), Duration::from_secs(45));
-        assert_eq!(scheduled_delay(&s, 0, 1.0), Duration::from_secs(10));
-        assert_eq!(scheduled_delay(&s, 7, f64::NAN), Duration::from_secs(60));
-        assert_eq!(scheduled_delay(&[], 3, 1.0), Duration::ZERO);
+        assert_eq!(default_policy().delay(1, 1.0), Duration::from_secs(5));
+        assert_eq!(default_policy().delay(100, 1.0), Duration::from_secs(1800));
+        // Jittered within half a step: never sooner than half the scheduled wait.
+        assert_eq!(default_policy().delay(1, 0.0), Duration::from_millis(2500));
     }
 
     #[test]
@@ -312,35 +255,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
-    }
-
-    #[test]
-    fn retry_after_pushes_later_but_is_capped() {
-        let max = Duration::from_secs(300);
-        let b = Duration::from_secs(2);
-        assert_eq!(next_delay(b, None, max), b);
-        assert_eq!(
-            next_delay(b, Some(Duration::from_secs(10)), max),
-            Duration::from_secs(10)
-        );
-        assert_eq!(next_delay(b, Some(Duration::from_secs(1)), max), b);
-        assert_eq!(next_delay(b, Some(Duration::from_secs(86400)), max), max);
-    }
-
-    #[test]
     fn exhaustion_by_age_or_the_optional_attempt_cap() {
         let day = Duration::from_secs(86400);
         assert!(!exhausted(1, 10, Duration::ZERO, day));
@@ -355,5 +269,18 @@ mod tests {
     fn excerpts_cut_at_char_boundaries() {
         assert_eq!(excerpt("short", 10), "short");
         assert_eq!(excerpt("ééé", 3), "é…");
+    }
+
+    #[test]
+    fn only_a_pause_hands_a_slot_back() {
+        assert!(!hand_back_slot(0, 0));
+        assert!(
+            !hand_back_slot(3_000, 1_000),
+            "queueing behind 3 replicas at 1/s"
+        );
+        assert!(!hand_back_slot(8_000, 1_000), "still under ten intervals");
+        assert!(hand_back_slot(30_000, 1_000), "a Retry-After pause");
+        assert!(hand_back_slot(6_000, 0), "an unlimited target paused");
+        assert!(!hand_back_slot(4_000, 0));
     }
 }

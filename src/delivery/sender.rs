@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::configuration::{TargetKind, TargetSettings};
+use crate::configuration::TargetSettings;
+use crate::targets::Output;
 
 /// Largest response body read from a target: enough for any error text, bounded so a hostile
 /// endpoint cannot make the relay buffer gigabytes.
@@ -45,7 +46,7 @@ impl Sender {
     /// Send `body` to the target. `Err` is a transport failure (connect, timeout, reset), always
     /// retryable; its text never contains the URL.
     pub async fn send(&self, target: &TargetSettings, body: &str) -> Result<Response, String> {
-        if target.kind == TargetKind::Console {
+        if target.kind.spec().output() == Output::StdoutText {
             let mut out = std::io::stdout().lock();
             return writeln!(out, "{body}\n")
                 .and_then(|_| out.flush())

@@ -145,7 +145,7 @@ impl WebhookEvent {
 
 /// The deduplication key of an event posted to `hook`.
 ///
-/// Rule (SPEC §4): the same hook, type, action, `attributes.uuid` and `metadata.created_at`
+/// Rule: the same hook, type, action, `attributes.uuid` and `metadata.created_at`
 /// identify one notification, because SEKOIA.IO re-posts the same event when it retries. An
 /// event lacking the uuid or the timestamp falls back to the exact body bytes, so two different
 /// events of an unknown shape are never merged.

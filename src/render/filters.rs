@@ -20,7 +20,7 @@
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 
 use super::{text, urgency};
-use crate::configuration::TargetKind;
+use crate::domain::TargetKind;
 
 pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("truncate_chars", truncate_chars);
@@ -46,7 +46,7 @@ fn changes_text(value: Value) -> String {
 
 /// Parse a kind name as written in config and in `target.kind`.
 pub fn parse_kind(name: &str) -> Option<TargetKind> {
-    TargetKind::ALL.into_iter().find(|k| k.as_str() == name)
+    TargetKind::parse(name)
 }
 
 /// The kind to escape or colour for: the explicit argument, else `target.kind` of the context.
@@ -62,7 +62,10 @@ fn kind_for(state: &State, explicit: Option<&str>) -> Result<TargetKind, Error> 
     parse_kind(&name).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidOperation,
-            format!("unknown target kind {name:?} (expected teams, slack, mattermost, chime, webhook or console)"),
+            format!(
+                "unknown target kind {name:?} (expected {})",
+                TargetKind::expected_names()
+            ),
         )
     })
 }

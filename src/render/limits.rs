@@ -1,213 +1,31 @@
-//! Per-kind payload rules: the envelope each target accepts, its field limits and its hard
-//! size limit (reference: chat-targets.md). Applied to every rendered payload, built-in or not.
+//! Payload rules applied to every rendered payload, built-in or not: the kind's envelope,
+//! field limits and hard size limit (each defined in its module under [`crate::targets`]),
+//! and the shrinking that makes a built-in body fit.
 
 use serde_json::Value;
 
-use super::text::{truncate_bytes, truncate_chars};
-use crate::configuration::TargetKind;
-
-/// Teams Workflows: Microsoft documents failures above ~28 KB and a 202 never reports them,
-/// so cards are kept under 25 KB (chat-targets.md §1b).
-pub const TEAMS_MAX_BYTES: usize = 25_000;
-/// Slack: no documented byte limit, but `msg_blocks_too_long` was hit at ~13 000 characters
-/// of block text; a 12 000-byte body keeps all text under that, whatever the script.
-pub const SLACK_MAX_BYTES: usize = 12_000;
-/// Mattermost accepts far more (it splits long posts), but nobody reads 64 KB on call.
-pub const MATTERMOST_MAX_BYTES: usize = 65_536;
-/// Chime: messages over 4 KB get 413. Counted on the whole body, so the `Content` is
-/// always under 4 096 bytes too.
-pub const CHIME_MAX_BYTES: usize = 4_096;
-/// Generic webhook: no protocol limit; 1 MiB catches a runaway template.
-pub const WEBHOOK_MAX_BYTES: usize = 1_048_576;
-/// Console: stdout, capped so a huge alert cannot flood the terminal or the log collector.
-pub const CONSOLE_MAX_BYTES: usize = 65_536;
-
-/// Slack top-level `text` (notification fallback): Slack cuts at 40 000, keep it readable.
-pub const SLACK_TEXT_MAX_CHARS: usize = 4_000;
-pub const SLACK_MAX_BLOCKS: usize = 50;
-pub const SLACK_HEADER_MAX_CHARS: usize = 150;
-pub const SLACK_SECTION_TEXT_MAX_CHARS: usize = 3_000;
-pub const SLACK_MAX_FIELDS: usize = 10;
-pub const SLACK_FIELD_MAX_CHARS: usize = 2_000;
-pub const SLACK_BUTTON_TEXT_MAX_CHARS: usize = 75;
-pub const SLACK_MAX_ACTION_ELEMENTS: usize = 25;
-pub const SLACK_MAX_CONTEXT_ELEMENTS: usize = 10;
-pub const SLACK_MARKDOWN_BLOCK_MAX_CHARS: usize = 12_000;
-/// Mattermost `text`: 4 000 runes is the limit of older servers; longer posts get split.
-pub const MATTERMOST_TEXT_MAX_CHARS: usize = 4_000;
+use super::text::truncate_bytes;
+use crate::domain::TargetKind;
 
 /// The hard size limit of a rendered body for a kind, in bytes: nothing larger is sent.
 pub fn max_body_bytes(kind: TargetKind) -> usize {
-    match kind {
-        TargetKind::Teams => TEAMS_MAX_BYTES,
-        TargetKind::Slack => SLACK_MAX_BYTES,
-        TargetKind::Mattermost => MATTERMOST_MAX_BYTES,
-        TargetKind::Chime => CHIME_MAX_BYTES,
-        TargetKind::Webhook => WEBHOOK_MAX_BYTES,
-        TargetKind::Console => CONSOLE_MAX_BYTES,
-    }
+    kind.spec().max_body_bytes()
 }
 
 /// Check that a rendered JSON body has the envelope its target accepts.
 ///
 /// These are the mistakes that turn into a 400 from the target, i.e. a dead letter and a lost
-/// alert, so they are caught before sending (and trigger the built-in fallback): Teams needs
-/// `type: "message"` and a non-empty `attachments` list of objects with a `contentType`;
-/// Slack needs `text`, `blocks` or `attachments`; Mattermost `text` or `attachments`; Chime
-/// exactly a `Content` string. A generic webhook accepts any JSON.
+/// alert, so they are caught before sending (and trigger the built-in fallback). Each kind's
+/// rule is in its module under [`crate::targets`].
 pub fn check_envelope(kind: TargetKind, body: &Value) -> Result<(), String> {
-    let non_empty_str =
-        |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-    let non_empty_list =
-        |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    let obj = match (kind, body.as_object()) {
-        (TargetKind::Webhook | TargetKind::Console, _) => return Ok(()),
-        (_, Some(obj)) => obj,
-        (_, None) => return Err("the body must be a JSON object".into()),
-    };
-    match kind {
-        TargetKind::Teams => {
-            if obj.get("type").and_then(Value::as_str) != Some("message") {
-                return Err("`type` must be \"message\"".into());
-            }
-            let attachments = obj
-                .get("attachments")
-                .and_then(Value::as_array)
-                .filter(|a| !a.is_empty())
-                .ok_or("`attachments` must be a non-empty list")?;
-            for (i, a) in attachments.iter().enumerate() {
-                if !non_empty_str(a.get("contentType")) {
-                    return Err(format!("attachments[{i}] needs a `contentType` string"));
-                }
-                let adaptive = a.get("contentType").and_then(Value::as_str)
-                    == Some("application/vnd.microsoft.card.adaptive");
-                if adaptive
-                    && a.get("content")
-                        .and_then(|c| c.get("type"))
-                        .and_then(Value::as_str)
-                        != Some("AdaptiveCard")
-                {
-                    return Err(format!(
-                        "attachments[{i}].content must be an object with type \"AdaptiveCard\""
-                    ));
-                }
-            }
-            Ok(())
-        }
-        TargetKind::Slack => {
-            if non_empty_str(obj.get("text"))
-                || non_empty_list(obj.get("blocks"))
-                || non_empty_list(obj.get("attachments"))
-            {
-                Ok(())
-            } else {
-                Err("Slack needs a non-empty `text`, `blocks` or `attachments`".into())
-            }
-        }
-        TargetKind::Mattermost => {
-            if non_empty_str(obj.get("text")) || non_empty_list(obj.get("attachments")) {
-                Ok(())
-            } else {
-                Err("Mattermost needs a non-empty `text` or `attachments`".into())
-            }
-        }
-        TargetKind::Chime => {
-            if obj.len() == 1 && non_empty_str(obj.get("Content")) {
-                Ok(())
-            } else {
-                Err("Chime needs exactly one key, a non-empty `Content` string".into())
-            }
-        }
-        TargetKind::Webhook | TargetKind::Console => Ok(()),
-    }
-}
-
-/// Cut the string at `v[key]` to `max` characters, if it is a string.
-fn cap_str(v: &mut Value, key: &str, max: usize) {
-    if let Some(Value::String(s)) = v.get_mut(key) {
-        if let std::borrow::Cow::Owned(cut) = truncate_chars(s, max) {
-            *s = cut;
-        }
-    }
-}
-
-/// Cut the list at `v[key]` to `max` items, if it is a list.
-fn cap_list(v: &mut Value, key: &str, max: usize) {
-    if let Some(Value::Array(items)) = v.get_mut(key) {
-        items.truncate(max);
-    }
-}
-
-/// Text object (`{"type": "plain_text"|"mrkdwn", "text": …}`) at `v[key]`, capped.
-fn cap_text_object(v: &mut Value, key: &str, max: usize) {
-    if let Some(obj) = v.get_mut(key) {
-        cap_str(obj, "text", max);
-    }
+    kind.spec().check_envelope(body)
 }
 
 /// Apply the field limits of a kind in place, so a long value is cut instead of the whole
-/// message being rejected (a 400 from Slack for a 151-character header is a lost alert).
-///
-/// Slack: top-level `text` ≤ 4 000, ≤ 50 blocks (also inside legacy attachments), header
-/// ≤ 150, section text ≤ 3 000, ≤ 10 fields of ≤ 2 000, ≤ 25 action elements with button text
-/// ≤ 75, ≤ 10 context elements, markdown block ≤ 12 000. Mattermost: `text` ≤ 4 000. Other
-/// kinds have no per-field limit; their size is handled by [`shrink_to_fit`].
+/// message being rejected. Each kind's limits are in its module under [`crate::targets`];
+/// the size of the whole body is handled by [`shrink_to_fit`].
 pub fn enforce_field_limits(kind: TargetKind, body: &mut Value) {
-    match kind {
-        TargetKind::Slack => {
-            cap_str(body, "text", SLACK_TEXT_MAX_CHARS);
-            slack_blocks(body);
-            if let Some(Value::Array(atts)) = body.get_mut("attachments") {
-                atts.iter_mut().for_each(slack_blocks);
-            }
-        }
-        TargetKind::Mattermost => cap_str(body, "text", MATTERMOST_TEXT_MAX_CHARS),
-        _ => {}
-    }
-}
-
-fn slack_blocks(holder: &mut Value) {
-    cap_list(holder, "blocks", SLACK_MAX_BLOCKS);
-    let Some(Value::Array(blocks)) = holder.get_mut("blocks") else {
-        return;
-    };
-    for block in blocks.iter_mut() {
-        match block.get("type").and_then(Value::as_str) {
-            Some("header") => cap_text_object(block, "text", SLACK_HEADER_MAX_CHARS),
-            Some("section") => {
-                cap_text_object(block, "text", SLACK_SECTION_TEXT_MAX_CHARS);
-                cap_list(block, "fields", SLACK_MAX_FIELDS);
-                if let Some(Value::Array(fields)) = block.get_mut("fields") {
-                    for f in fields.iter_mut() {
-                        cap_str(f, "text", SLACK_FIELD_MAX_CHARS);
-                    }
-                }
-                if let Some(acc) = block.get_mut("accessory") {
-                    cap_text_object(acc, "text", SLACK_BUTTON_TEXT_MAX_CHARS);
-                }
-            }
-            Some("actions") => {
-                cap_list(block, "elements", SLACK_MAX_ACTION_ELEMENTS);
-                if let Some(Value::Array(els)) = block.get_mut("elements") {
-                    for e in els.iter_mut() {
-                        if e.get("type").and_then(Value::as_str) == Some("button") {
-                            cap_text_object(e, "text", SLACK_BUTTON_TEXT_MAX_CHARS);
-                        }
-                    }
-                }
-            }
-            Some("context") => {
-                cap_list(block, "elements", SLACK_MAX_CONTEXT_ELEMENTS);
-                if let Some(Value::Array(els)) = block.get_mut("elements") {
-                    for e in els.iter_mut() {
-                        cap_str(e, "text", SLACK_SECTION_TEXT_MAX_CHARS);
-                    }
-                }
-            }
-            Some("markdown") => cap_str(block, "text", SLACK_MARKDOWN_BLOCK_MAX_CHARS),
-            _ => {}
-        }
-    }
+    kind.spec().enforce_field_limits(body)
 }
 
 /// Keys whose string values are never shortened by [`shrink_to_fit`]: links (a cut URL is a
@@ -321,6 +139,7 @@ pub fn shrink_to_fit(body: &mut Value, max_bytes: usize) -> Result<String, usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::slack::{SLACK_MAX_BLOCKS, SLACK_TEXT_MAX_CHARS};
     use serde_json::json;
 
     #[test]

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value};
 
-use crate::configuration::{Settings, TargetKind};
+use crate::configuration::Settings;
+use crate::domain::TargetKind;
+use crate::targets::Output;
 
 pub use limits::{enforce_field_limits, max_body_bytes, shrink_to_fit};
 pub use text::{md_escape, truncate_bytes, truncate_chars};
@@ -140,32 +142,7 @@ impl RenderError {
 
 /// Name and source of the built-in template of a kind (also shipped in `templates/`).
 pub fn builtin_template(kind: TargetKind) -> (&'static str, &'static str) {
-    match kind {
-        TargetKind::Teams => (
-            "builtin/teams.json.j2",
-            include_str!("../../templates/teams.json.j2"),
-        ),
-        TargetKind::Slack => (
-            "builtin/slack.json.j2",
-            include_str!("../../templates/slack.json.j2"),
-        ),
-        TargetKind::Mattermost => (
-            "builtin/mattermost.json.j2",
-            include_str!("../../templates/mattermost.json.j2"),
-        ),
-        TargetKind::Chime => (
-            "builtin/chime.json.j2",
-            include_str!("../../templates/chime.json.j2"),
-        ),
-        TargetKind::Webhook => (
-            "builtin/webhook.json.j2",
-            include_str!("../../templates/webhook.json.j2"),
-        ),
-        TargetKind::Console => (
-            "builtin/console.txt.j2",
-            include_str!("../../templates/console.txt.j2"),
-        ),
-    }
+    kind.spec().builtin_template()
 }
 
 #[derive(Debug, Clone)]
@@ -173,9 +150,8 @@ struct TargetEntry {
     kind: TargetKind,
     /// Name of the user template in the environment (its resolved path), if any.
     user_template: Option<String>,
-    channel: Option<String>,
-    username: Option<String>,
-    icon_url: Option<String>,
+    /// The kind's extra `target.*` keys ([`crate::targets::TargetKindSpec::context_keys`]).
+    context_keys: Vec<(&'static str, String)>,
 }
 
 /// Compiled templates for every target. `Send + Sync`; share it in an `Arc`.
@@ -213,7 +189,8 @@ impl Renderer {
                         path: path.clone(),
                         source,
                     })?;
-                users.push((name.clone(), path, source, t.kind != TargetKind::Console));
+                let json = t.kind.spec().output() == Output::HttpJson;
+                users.push((name.clone(), path, source, json));
             }
         }
         let json_paths: HashSet<PathBuf> =
@@ -273,9 +250,13 @@ impl Renderer {
                 let entry = TargetEntry {
                     kind: t.kind,
                     user_template: user_names.get(name).cloned(),
-                    channel: t.channel.clone().filter(|s| !s.is_empty()),
-                    username: t.username.clone().filter(|s| !s.is_empty()),
-                    icon_url: t.icon_url.clone().filter(|s| !s.is_empty()),
+                    context_keys: t
+                        .kind
+                        .spec()
+                        .context_keys()
+                        .iter()
+                        .filter_map(|k| t.extra(k).map(|v| (*k, v.to_string())))
+                        .collect(),
                 };
                 (name.clone(), entry)
             })
@@ -399,7 +380,7 @@ impl Renderer {
             .render(ctx)
             .map_err(|e| RenderError::from_template(name, &e, false))?;
         let limit = max_body_bytes(kind);
-        if kind == TargetKind::Console {
+        if kind.spec().output() == Output::StdoutText {
             let out = text::sanitize_terminal(out.trim_end()).into_owned();
             if out.len() > limit && !builtin {
                 return Err(RenderError::TooLarge {
@@ -471,24 +452,18 @@ pub fn alert_link(event: &Value, app_url: &str) -> Option<String> {
     ))
 }
 
-/// The template context of SPEC §6.
+/// The template context (README, "Templates" → "Context").
 fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minijinja::Value {
     let mut target = json!({"name": target_name, "kind": entry.kind.as_str()});
-    if entry.kind == TargetKind::Mattermost {
-        for (key, value) in [
-            ("channel", &entry.channel),
-            ("username", &entry.username),
-            ("icon_url", &entry.icon_url),
-        ] {
-            if let (Some(v), Some(obj)) = (value, target.as_object_mut()) {
-                obj.insert(key.to_string(), Value::from(v.as_str()));
-            }
+    if let Some(obj) = target.as_object_mut() {
+        for (key, value) in &entry.context_keys {
+            obj.insert(key.to_string(), Value::from(value.as_str()));
         }
     }
     minijinja::Value::from_serialize(context_json(input, target))
 }
 
-/// The template context of SPEC §6 as JSON, with `target` given by the caller. Templates and
+/// The template context as JSON, with `target` given by the caller. Templates and
 /// `when` expressions (routing) see exactly the same variables.
 pub fn context_json(input: &RenderInput, target: Value) -> Value {
     json!({

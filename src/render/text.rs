@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::configuration::TargetKind;
+use crate::domain::TargetKind;
 
 /// The mark appended to a cut string. One character, three bytes in UTF-8.
 pub const ELLIPSIS: char = '…';
@@ -72,16 +72,7 @@ fn cut(s: &str, max: usize, measure: impl Fn(&str) -> usize, ellipsis_cost: usiz
 ///   anyone, and whether Teams honours backslash escapes is undocumented).
 /// - `webhook`, `console`: unchanged (JSON and console output have no markup).
 pub fn md_escape(s: &str, kind: TargetKind) -> Cow<'_, str> {
-    match kind {
-        TargetKind::Slack => {
-            Cow::Owned(neutralize_mentions(&break_markdown_links(&slack_escape(s))).into_owned())
-        }
-        TargetKind::Mattermost | TargetKind::Chime => {
-            Cow::Owned(neutralize_mentions(&markdown_escape(s)).into_owned())
-        }
-        TargetKind::Teams => break_markdown_links(s),
-        TargetKind::Webhook | TargetKind::Console => Cow::Borrowed(s),
-    }
+    kind.spec().md_escape(s)
 }
 
 /// Break Markdown links `[text](url)` with a zero-width space between `]` and `(`: the text

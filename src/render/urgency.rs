@@ -1,6 +1,6 @@
 //! Urgency → label, colour and emoji, per target kind.
 
-use crate::configuration::TargetKind;
+use crate::domain::TargetKind;
 
 /// The five urgency bands of the Alert API's `urgency.display` vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,9 @@ impl UrgencyBand {
     /// 40–59 High, 60–79 Major, 80–100 Urgent.
     ///
     /// SEKOIA does not document the bands; these fit every `display` value seen in real
-    /// fixtures (sekoia-api.md §3). They are only used when `display` is missing and to pick a
-    /// colour, since `display` is shown as received. Out-of-range values clamp.
+    /// alerts (20 and 30 Moderate, 47 High, 60 Major). They are only used when `display` is
+    /// missing and to pick a colour, since `display` is shown as received. Out-of-range values
+    /// clamp.
     pub fn from_value(value: i64) -> UrgencyBand {
         match value {
             i64::MIN..=19 => UrgencyBand::Low,
@@ -62,24 +63,8 @@ pub fn urgency_label(display: Option<&str>, value: Option<i64>) -> String {
 ///
 /// The colour comes from the value rather than the label so it works with unknown labels.
 pub fn urgency_color(value: Option<i64>, kind: TargetKind) -> &'static str {
-    let band = value.map(UrgencyBand::from_value);
-    match kind {
-        TargetKind::Teams => match band {
-            Some(UrgencyBand::Urgent | UrgencyBand::Major) => "Attention",
-            Some(UrgencyBand::High) => "Warning",
-            Some(UrgencyBand::Moderate) => "Accent",
-            Some(UrgencyBand::Low) => "Good",
-            None => "Default",
-        },
-        _ => match band {
-            Some(UrgencyBand::Urgent) => "#A4262C",
-            Some(UrgencyBand::Major) => "#D13438",
-            Some(UrgencyBand::High) => "#F7630C",
-            Some(UrgencyBand::Moderate) => "#FFB900",
-            Some(UrgencyBand::Low) => "#2EB67D",
-            None => "#8A8886",
-        },
-    }
+    kind.spec()
+        .urgency_color(value.map(UrgencyBand::from_value))
 }
 
 /// A coloured circle for text-only targets (Slack fields, Chime, console), where a colour bar

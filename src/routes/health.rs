@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> HttpResponse {

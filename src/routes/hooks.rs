@@ -1,15 +1,12 @@
 //! `POST /hooks/{id}`: check, parse, persist, then answer.
 //!
-//! The checks run in the order of SPEC §4 so each failure gets its documented status: unknown
-//! hook 404, client address 403, content type 415, size 413, not JSON 400, not a v2 event 422,
-//! excluded type/action 200 filtered. Only a committed event gets a 202.
+//! The checks run in the order of the README's "HTTP answers" table so each failure gets its
+//! documented status: unknown hook 404, client address 403, content type 415, size 413, not
+//! JSON 400, not a v2 event 422, excluded type/action 200 filtered. Only a committed event gets
+//! a 202.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
@@ -19,53 +16,12 @@ use serde_json::json;
 use super::ApiError;
 use crate::domain::event::{dedup_key, EventError, WebhookEvent};
 use crate::metrics::{EventOutcome, UNKNOWN_HOOK};
-use crate::startup::{AppState, HookEntry, Runtime};
+use crate::secrets::hook_id_prefix;
+use crate::state::{AppState, HookEntry, Runtime};
 use crate::store::{Ingested, NewEvent};
-use crate::telemetry::hook_id_prefix;
 
 /// How long a client may take to send its body: a slow client must not hold a worker forever.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Log lines about refused posts: a burst of this many, then one per second.
-const REFUSAL_LOG_BURST: u32 = 20;
-
-/// Paces the log lines about refused posts, counting the lines it holds back.
-///
-/// Rule: up to [`REFUSAL_LOG_BURST`] lines at once, then one per second; the next line logged
-/// says how many were suppressed. Reason: each refusal must leave a trace (hook, reason,
-/// client address) so a misconfigured sender or proxy can be diagnosed, but anyone on the
-/// internet can post garbage, and a flood of refusals must not fill the disk (at most about
-/// 86 400 lines a day).
-pub struct RefusalLog {
-    limiter: DefaultDirectRateLimiter,
-    suppressed: AtomicU64,
-}
-
-impl RefusalLog {
-    pub fn new() -> Self {
-        let burst = NonZeroU32::new(REFUSAL_LOG_BURST).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines suppressed since the last one)` when a line may be logged now.
-    pub fn admit(&self) -> Option<u64> {
-        if self.limiter.check().is_ok() {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-impl Default for RefusalLog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// The client address as the relay sees it: the peer, or the `X-Forwarded-For` client when
 /// the peer is a trusted proxy (what `allow_from` is checked against).
@@ -315,23 +271,6 @@ mod tests {
             peer
         );
         assert_eq!(client_ip(peer, Some("10.0.0.1"), &[]), peer);
-    }
-
-    #[test]
-    fn refusal_lines_are_paced_and_count_what_they_held_back() {
-        let log = RefusalLog::new();
-        for _ in 0..REFUSAL_LOG_BURST {
-            assert_eq!(log.admit(), Some(0));
-        }
-        assert_eq!(log.admit(), None);
-        assert_eq!(log.admit(), None);
-        std::thread::sleep(Duration::from_millis(1050));
-        assert_eq!(
-            log.admit(),
-            Some(2),
-            "the next line says two were held back"
-        );
-        assert_eq!(log.admit(), None);
     }
 
     #[test]

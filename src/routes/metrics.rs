@@ -3,7 +3,7 @@
 use actix_web::{http::header, web, HttpResponse};
 
 use crate::metrics::CONTENT_TYPE;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Longest wait for the queue depth: a scrape must answer even when the store is stuck (the
 /// gauges then keep their last values and `/readyz` tells the rest).

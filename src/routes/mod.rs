@@ -1,4 +1,4 @@
-//! The HTTP surface of SPEC §4: `POST /hooks/{id}`, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP surface (README, "HTTP answers"): `POST /hooks/{id}`, `/healthz`, `/readyz`, `/metrics`.
 
 pub mod health;
 pub mod hooks;

@@ -15,7 +15,7 @@
 //!   ([`policy`]), honouring `Retry-After`, until `enrich_deadline_secs` after the first failed
 //!   call. 401/403/404 and other 4xx give up at once.
 //! - **Never fails.** Every failure becomes [`Enrichment::Unavailable`] with a reason fit for
-//!   the chat message, so the alert still goes out (SPEC §5). The key never appears in logs,
+//!   the chat message, so the alert still goes out (README, "Delivery guarantees"). The key never appears in logs,
 //!   reasons or errors, and logs show the API host only.
 
 mod alert;
@@ -37,14 +37,12 @@ use sha2::{Digest, Sha256};
 use crate::configuration::SekoiaSettings;
 use crate::domain::event::WebhookEvent;
 use crate::metrics::{EnrichmentOutcome, Metrics};
-use crate::telemetry::redact_url;
+use crate::secrets::redact_url;
 
+use crate::retry::{parse_retry_after, RetryPolicy};
 pub use alert::Alert;
 use alert::{AlertMemory, ALERT_MEMORY, CACHE_MEMORY, MAX_ALERT_BYTES};
-pub(crate) use policy::RetryTuning;
-use policy::{
-    backoff_delay, classify_status, error_excerpt, next_delay, parse_retry_after, StatusClass,
-};
+use policy::{classify_status, default_retry_policy, error_excerpt, next_delay, StatusClass};
 
 const USER_AGENT: &str = concat!("sekoia-relay/", env!("CARGO_PKG_VERSION"));
 const QUERY: &str = "stix=false&comments=false&countermeasures=false&history=false";
@@ -95,8 +93,10 @@ pub struct AlertClient {
     /// What every alert in memory is charged to (see [`alert`]).
     memory: AlertMemory,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The store and slot spacing that share `max_requests_per_sec` between replicas.
+    shared_pacing: Option<(crate::store::Store, i64)>,
     deadline: Duration,
-    tuning: RetryTuning,
+    retry: RetryPolicy,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -130,13 +130,13 @@ enum Attempt {
 
 impl AlertClient {
     pub fn new(settings: &SekoiaSettings) -> Result<AlertClient, SekoiaError> {
-        Self::with_tuning(settings, RetryTuning::default())
+        Self::with_retry(settings, default_retry_policy())
     }
 
-    /// [`AlertClient::new`] with another backoff (tests use milliseconds).
-    pub(crate) fn with_tuning(
+    /// [`AlertClient::new`] with another retry policy (tests use milliseconds).
+    pub(crate) fn with_retry(
         settings: &SekoiaSettings,
-        tuning: RetryTuning,
+        retry: RetryPolicy,
     ) -> Result<AlertClient, SekoiaError> {
         let timeout = Duration::from_secs(settings.timeout_secs);
         let mut headers = HeaderMap::new();
@@ -171,8 +171,9 @@ impl AlertClient {
             cache,
             memory: AlertMemory::new(ALERT_MEMORY),
             limiter,
+            shared_pacing: None,
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
-            tuning,
+            retry,
             metrics: None,
         })
     }
@@ -181,6 +182,37 @@ impl AlertClient {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> AlertClient {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Share `max_requests_per_sec` with every replica on `store` (a no-op for SQLite, whose
+    /// server is alone).
+    pub fn with_shared_pacing(
+        mut self,
+        store: crate::store::Store,
+        settings: &SekoiaSettings,
+    ) -> AlertClient {
+        if settings.max_requests_per_sec > 0 {
+            let interval = crate::store::slot_interval_ms(settings.max_requests_per_sec);
+            self.shared_pacing = Some((store, interval));
+        }
+        self
+    }
+
+    /// Wait for this request's turn: a slot reserved in the shared store when there is one
+    /// (PostgreSQL), else, or while it cannot answer, this process's limiter.
+    async fn wait_turn(&self) {
+        if let Some((store, interval)) = &self.shared_pacing {
+            match store.reserve_slot("sekoia:api", *interval).await {
+                Ok(Some(at)) => return crate::store::sleep_until_ms(at).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared API pacing unavailable: pacing locally")
+                }
+            }
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 
     /// Fetch the alert behind `event`, or say why not.
@@ -266,10 +298,10 @@ impl AlertClient {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            if let Some(limiter) = &self.limiter {
+            {
                 let start = Instant::now();
-                limiter.until_ready().await;
-                // Waiting for the local rate limit is not the API's fault: it does not count.
+                self.wait_turn().await;
+                // Waiting for the rate limit is not the API's fault: it does not count.
                 if let Some(d) = deadline.as_mut() {
                     *d += start.elapsed();
                 }
@@ -292,7 +324,7 @@ impl AlertClient {
                     failure.last
                 ));
             }
-            let backoff = backoff_delay(attempt, self.tuning, rand::random::<f64>());
+            let backoff = self.retry.delay(attempt, rand::random::<f64>());
             let delay = next_delay(backoff, failure.retry_after, until - now);
             tracing::info!(
                 alert = ctx.alert, uuid = ctx.uuid, api = %ctx.api, attempt, last = %failure.last,

@@ -1,24 +1,9 @@
 //! The Alert API client's retry policy, as pure functions: no I/O, no clock, no randomness
 //! inside (the caller passes `now` and a random `unit`), so every rule is unit-tested.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// Backoff parameters. Production uses [`RetryTuning::default`]; tests shrink them so a
-/// "500, 500, 200" scenario runs in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetryTuning {
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryTuning {
-    fn default() -> Self {
-        Self {
-            backoff_base: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(10),
-        }
-    }
-}
+use crate::retry::{honour_retry_after, Jitter, RetryPolicy};
 
 /// What to do with an HTTP status from `GET /v1/sic/alerts/{uuid}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,40 +33,18 @@ pub(crate) fn classify_status(status: u16) -> StatusClass {
     }
 }
 
-/// Delay before retry number `retry` (1 = the retry after the first failure): "full jitter",
-/// uniform in `[0, min(backoff_max, backoff_base * 2^(retry-1))]`, where `unit` is a random
-/// number in `[0, 1)` supplied by the caller.
+/// The Alert API client's retry policy: 250 ms doubling up to 10 s, full jitter.
 ///
 /// Rule and reason: exponential so a struggling API (and SEKOIA.IO's WAF, which blocks clients
 /// that keep failing) gets room; full jitter so the delivery workers, which all hit the same
-/// outage at once, do not retry in lockstep; capped at 10 s by default so a recovery is noticed
-/// quickly within the 120 s enrichment deadline.
-pub(crate) fn backoff_delay(retry: u32, tuning: RetryTuning, unit: f64) -> Duration {
-    let doublings = retry.saturating_sub(1).min(31);
-    let ceiling = tuning
-        .backoff_base
-        .saturating_mul(1u32 << doublings)
-        .min(tuning.backoff_max);
-    let unit = if unit.is_finite() {
-        unit.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    ceiling.mul_f64(unit)
-}
-
-/// The `Retry-After` header as a delay: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-///
-/// Rule: a value that cannot be parsed, or a date already past, is `None` (the backoff alone
-/// decides). Reason: SEKOIA.IO does not document the header, so a malformed one must never
-/// stall or crash enrichment.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    at.duration_since(now).ok()
+/// outage at once, do not retry in lockstep; capped at 10 s so a recovery is noticed quickly
+/// within the 120 s enrichment deadline. Tests pass a policy in milliseconds instead.
+pub(crate) fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy::exponential(
+        Duration::from_millis(250),
+        Duration::from_secs(10),
+        Jitter::Full,
+    )
 }
 
 /// How long to sleep before the next attempt.
@@ -95,7 +58,7 @@ pub(crate) fn next_delay(
     retry_after: Option<Duration>,
     remaining: Duration,
 ) -> Duration {
-    backoff.max(retry_after.unwrap_or_default()).min(remaining)
+    honour_retry_after(backoff, retry_after, remaining).min(remaining)
 }
 
 /// Longest excerpt of an error body kept for logs, in characters.
@@ -134,11 +97,6 @@ pub(crate) fn error_excerpt(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const TUNING: RetryTuning = RetryTuning {
-        backoff_base: Duration::from_millis(250),
-        backoff_max: Duration::from_secs(10),
-    };
-
     #[test]
     fn statuses_are_classified() {
         assert_eq!(classify_status(200), StatusClass::Success);
@@ -155,7 +113,7 @@ mod tests {
 
     #[test]
     fn backoff_ceiling_doubles_from_the_base_up_to_the_max() {
-        let ceiling = |retry| backoff_delay(retry, TUNING, 1.0);
+        let ceiling = |retry| default_retry_policy().delay(retry, 1.0);
         assert_eq!(ceiling(1), Duration::from_millis(250));
         assert_eq!(ceiling(2), Duration::from_millis(500));
         assert_eq!(ceiling(3), Duration::from_secs(1));
@@ -168,32 +126,14 @@ mod tests {
 
     #[test]
     fn backoff_is_full_jitter_over_the_ceiling() {
-        assert_eq!(backoff_delay(3, TUNING, 0.0), Duration::ZERO);
-        assert_eq!(backoff_delay(3, TUNING, 0.5), Duration::from_millis(500));
+        let backoff_delay = |retry, unit| default_retry_policy().delay(retry, unit);
+        assert_eq!(backoff_delay(3, 0.0), Duration::ZERO);
+        assert_eq!(backoff_delay(3, 0.5), Duration::from_millis(500));
         // out-of-range or non-finite randomness cannot escape [0, ceiling]
-        assert_eq!(backoff_delay(3, TUNING, 7.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(3, TUNING, -1.0), Duration::ZERO);
-        assert_eq!(backoff_delay(3, TUNING, f64::NAN), Duration::ZERO);
-    }
-
-    #[test]
-    fn retry_after_accepts_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
-        assert_eq!(
-            parse_retry_after(" 30 ", now),
-            Some(Duration::from_secs(30))
-        );
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(90))
-        );
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&past, now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(backoff_delay(3, 7.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(3, -1.0), Duration::ZERO);
+        // a non-finite draw waits the full ceiling (the one rule of crate::retry)
+        assert_eq!(backoff_delay(3, f64::NAN), Duration::from_secs(1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::retry::Jitter;
 
 const ALERT: &str = include_str!("../../tests/fixtures/alert.json");
 const CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
@@ -48,11 +49,12 @@ impl Setup {
             ..SekoiaSettings::default()
         };
         // Milliseconds instead of 250 ms..10 s, so retry scenarios run fast.
-        let tuning = RetryTuning {
-            backoff_base: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(40),
-        };
-        AlertClient::with_tuning(&settings, tuning).expect("client builds")
+        let retry = RetryPolicy::exponential(
+            Duration::from_millis(5),
+            Duration::from_millis(40),
+            Jitter::Full,
+        );
+        AlertClient::with_retry(&settings, retry).expect("client builds")
     }
 }
 
@@ -668,6 +670,19 @@ async fn redirects_are_never_followed_even_to_a_server_serving_the_alert() {
     }
 }
 
+/// Enrich the created fixture once against an API that answers `response` exactly once.
+async fn enrich_once(response: ResponseTemplate) -> Enrichment {
+    let server = MockServer::start().await;
+    Mock::given(path(ALERT_PATH))
+        .respond_with(response)
+        .expect(1)
+        .mount(&server)
+        .await;
+    client()
+        .enrich(&creds(&server.uri()), &event(CREATED))
+        .await
+}
+
 /// A JSON alert of about `bytes` bytes: the real fixture with a long description.
 fn alert_of_size(bytes: usize) -> String {
     let mut alert = alert_json();
@@ -677,35 +692,21 @@ fn alert_of_size(bytes: usize) -> String {
 
 #[tokio::test]
 async fn an_alert_body_over_1_mib_is_unavailable_and_a_large_one_under_it_is_fine() {
-    let server = MockServer::start().await;
-    Mock::given(path(ALERT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            alert_of_size(alert::MAX_ALERT_BYTES + 1),
-            "application/json",
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let outcome = client()
-        .enrich(&creds(&server.uri()), &event(CREATED))
-        .await;
+    let outcome = enrich_once(ResponseTemplate::new(200).set_body_raw(
+        alert_of_size(alert::MAX_ALERT_BYTES + 1),
+        "application/json",
+    ))
+    .await;
     assert_eq!(
         unavailable(&outcome),
         "SEKOIA.IO API answered 200 with a body over 1 MiB"
     );
 
-    let server = MockServer::start().await;
-    Mock::given(path(ALERT_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            alert_of_size(alert::MAX_ALERT_BYTES - 16 * 1024),
-            "application/json",
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let outcome = client()
-        .enrich(&creds(&server.uri()), &event(CREATED))
-        .await;
+    let outcome = enrich_once(ResponseTemplate::new(200).set_body_raw(
+        alert_of_size(alert::MAX_ALERT_BYTES - 16 * 1024),
+        "application/json",
+    ))
+    .await;
     assert_eq!(enriched(&outcome)["short_id"], alert_json()["short_id"]);
 }
 

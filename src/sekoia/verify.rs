@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::telemetry::redact_url;
+use crate::secrets::redact_url;
 
 /// What the Alert API said about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,46 +1,57 @@
-//! The durable queue: events and their per-target deliveries, in embedded SQLite.
+//! The durable queue: events and their per-target deliveries.
 //!
-//! Everything SQLite-specific lives in this module, behind [`Store`]. The rest of the relay
-//! only sees events, claims and outcomes, so a PostgreSQL backend (claims with
-//! `FOR UPDATE SKIP LOCKED`) can later implement the same methods.
+//! [`Store`] is the one interface the rest of the relay uses. Two backends implement it:
+//! - [`sqlite`]: embedded SQLite, the default. One server per file (claims live in memory).
+//! - [`postgres`]: PostgreSQL shared by any number of replicas. Claims are rows leased with
+//!   `FOR UPDATE SKIP LOCKED`, dedup is a unique key, pacing is shared through a table.
 //!
-//! One writer thread owns the connection. Requests queue on a channel and the thread runs
-//! whatever has queued in *one* transaction (group commit): with `sync = "full"` each commit
-//! costs an fsync, so a burst of N concurrent webhooks costs one fsync, not N. A caller gets its
-//! answer only after the commit returned, which is what makes "202 means persisted" true.
+//! Everything backend-specific stays in those modules: the relay sees events, claims,
+//! outcomes, dead letters and send slots.
 
-mod dead_letters;
-mod writer;
+#[cfg(test)]
+mod contract_tests;
+mod postgres;
+mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use serde::Serialize;
 
-use tokio::sync::{mpsc, oneshot};
+pub use postgres::{redacted_url, PgStore};
+pub use sqlite::SqliteStore;
 
-pub use dead_letters::{DeadLetter, DeadLetters};
-
-use crate::configuration::SyncMode;
-
-/// Most commands one transaction takes: bounds the latency a commit adds to the first request
-/// of a batch while still amortising the fsync across a burst.
-const MAX_BATCH: usize = 1024;
+use crate::configuration::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {path}")]
     Open {
-        path: PathBuf,
+        path: std::path::PathBuf,
         source: rusqlite::Error,
     },
     #[error("cannot create {path}")]
     CreateDir {
-        path: PathBuf,
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
     #[error("another sekoia-relay process is serving the store {path}: one server per store file")]
-    Busy { path: PathBuf },
+    Busy { path: std::path::PathBuf },
     #[error("store write failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The message of a PostgreSQL error; never the connection URL or its password.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("[store] url: {0}")]
+    Url(String),
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    #[error(
+        "the store's schema is version {found}, newer than this binary's {supported}: \
+         run a sekoia-relay at least as new as the one that upgraded it"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("`store import` needs a PostgreSQL store: set [store] url")]
+    NotPostgres,
     #[error("the store is shut down")]
     Closed,
 }
@@ -65,7 +76,8 @@ pub enum Ingested {
     Duplicate { event_id: String },
 }
 
-/// A delivery claimed by this process: nobody else sends it until it is completed or released.
+/// A delivery claimed by this process: nobody else sends it until it is completed or released
+/// (with PostgreSQL: or until this process stops renewing its lease).
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
@@ -121,31 +133,47 @@ pub struct QueueDepth {
     pub dead: u64,
 }
 
-enum Command {
-    Ingest(NewEvent, oneshot::Sender<Result<Ingested, StoreError>>),
-    Claim {
-        target: String,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
-    },
-    Complete(i64, Outcome, oneshot::Sender<Result<(), StoreError>>),
-    NextDue(
-        Vec<String>,
-        oneshot::Sender<Result<Option<i64>, StoreError>>,
-    ),
-    Depth(oneshot::Sender<Result<QueueDepth, StoreError>>),
-    Probe(oneshot::Sender<Result<(), StoreError>>),
-    Prune {
-        older_than_ms: i64,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub event_id: String,
+    pub hook: String,
+    pub target: String,
+    pub short_id: Option<String>,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub response: Option<String>,
+    pub body: Option<String>,
+    pub updated_at_ms: i64,
 }
 
-/// Handle to the store; cheap to clone. The writer thread stops when the last handle drops.
-#[derive(Clone)]
-pub struct Store {
-    tx: mpsc::Sender<Command>,
-    path: PathBuf,
+/// What `store import` copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub events: u64,
+    pub deliveries: u64,
+    /// Events already in the destination (an earlier import): skipped with their deliveries.
+    pub already_present: u64,
+}
+
+/// The newest migration a runner knows: the schema version this binary supports.
+fn supported_version(runner: &refinery::Runner) -> i64 {
+    runner
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Refuse a store migrated by a newer binary: its schema may mean things this one ignores.
+fn check_version(runner: &refinery::Runner, found: i64) -> Result<(), StoreError> {
+    let supported = supported_version(runner);
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    Ok(())
 }
 
 pub fn now_ms() -> i64 {
@@ -155,157 +183,191 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Open a connection with the relay's pragmas; creates the file, its directory and the schema.
-pub(crate) fn connect(
-    path: &Path,
-    sync: SyncMode,
-    busy: Duration,
-) -> Result<rusqlite::Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+/// The spacing of send slots for a rate of `per_sec` (0 = unlimited).
+///
+/// Rule: `ceil(1000 / per_sec)` ms, 0 when unlimited. Reason: rounding up keeps every
+/// one-second window at or under the documented limit (rounding down would let 3/s through a
+/// 3/s limit plus one every few seconds); an unlimited key still takes a slot, so that a
+/// shared `Retry-After` pause holds it back.
+pub fn slot_interval_ms(per_sec: u32) -> i64 {
+    if per_sec == 0 {
+        0
+    } else {
+        i64::from(1000u32.div_ceil(per_sec))
     }
-    let open = |path: &Path| -> rusqlite::Result<rusqlite::Connection> {
-        let conn = rusqlite::Connection::open(path)?;
-        // The CLI (dead-letters) and the server share the file: wait for each other's locks.
-        conn.busy_timeout(busy)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match sync {
-                SyncMode::Full => "FULL",
-                SyncMode::Normal => "NORMAL",
-            },
-        )?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(include_str!("schema.sql"))?;
-        Ok(conn)
-    };
-    open(path).map_err(|source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
-/// Take the server lock, waiting a little for a previous `Store` of this process to wind down.
-fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| StoreError::CreateDir {
-            path: PathBuf::from(&lock_path),
-            source,
-        })?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) => {
-                return Err(StoreError::Busy {
-                    path: path.to_path_buf(),
-                })
-            }
-        }
+/// Sleep until the unix ms `at` (at once if it has passed).
+pub async fn sleep_until_ms(at: i64) {
+    let ms = (at - now_ms()).max(0) as u64;
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+}
+
+/// Run the same call on whichever backend this store is.
+macro_rules! each_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
+        }
+    };
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Open (or create) the store and start its writer thread. Deliveries left in flight by a
-    /// previous process (crash, kill -9) are simply pending again: claims live in memory.
-    ///
-    /// One server per store file: claims are in memory, so a second server would send the same
-    /// rows. An exclusive lock on `<path>.lock` (released by the OS when the process dies, even
-    /// on kill -9) turns that mistake into a clear startup error. The CLI does not take it.
-    pub fn open(path: &Path, sync: SyncMode) -> Result<Store, StoreError> {
-        // Short: a webhook must get its 503 (and retry) quickly rather than hang on a lock.
-        let conn = connect(path, sync, Duration::from_secs(2))?;
-        let lock = lock_exclusive(path)?;
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                writer::run(conn, rx);
-                // Held for the writer's whole life: released once the last handle is gone.
-                drop(lock);
-            })
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-        Ok(Store {
-            tx,
-            path: path.to_path_buf(),
-        })
+    /// Open the configured store for a server: PostgreSQL when `[store] url` is set, else the
+    /// SQLite file at `path` (taking its one-server lock). Applies pending schema migrations.
+    pub async fn open(settings: &Settings) -> Result<Store, StoreError> {
+        let s = &settings.store;
+        if s.is_postgres() {
+            Ok(Store::Postgres(PgStore::open(s).await?))
+        } else {
+            let path = settings.resolve(&s.path);
+            let sync = s.sync;
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sync))
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            Ok(Store::Sqlite(store))
+        }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Open the configured store for a command-line tool (dead letters, import): like
+    /// [`Store::open`] but without the SQLite server lock, so it works next to a running server.
+    pub async fn open_for_cli(settings: &Settings) -> Result<Store, StoreError> {
+        let s = &settings.store;
+        if s.is_postgres() {
+            Ok(Store::Postgres(PgStore::open(s).await?))
+        } else {
+            let path = settings.resolve(&s.path);
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_unlocked(&path))
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            Ok(Store::Sqlite(store))
+        }
     }
 
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
-    ) -> Result<T, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    /// Which store this is, for logs and command output. Never contains a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => format!("SQLite {}", s.path().display()),
+            Store::Postgres(p) => format!("PostgreSQL {}", p.describe()),
+        }
     }
 
     /// Persist an event and its deliveries, or find the duplicate within the dedup window.
     /// Returns only after the transaction is committed.
     pub async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
-        self.call(|r| Command::Ingest(event, r)).await
+        each_backend!(self, b => b.ingest(event).await)
     }
 
     /// Claim up to `limit` due deliveries of `target`, oldest first.
     pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
-        let target = target.to_string();
-        self.call(|reply| Command::Claim {
-            target,
-            limit,
-            reply,
-        })
-        .await
+        each_backend!(self, b => b.claim(target, limit).await)
     }
 
+    /// Record the outcome of a claimed delivery. With PostgreSQL only the lease holder's write
+    /// counts: a replica whose lease was taken over records nothing (the new holder decides).
     pub async fn complete(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
-        self.call(|r| Command::Complete(id, outcome, r)).await
+        each_backend!(self, b => b.complete(id, outcome).await)
     }
 
     /// When the earliest pending delivery of `targets` becomes due (unix ms), if any.
     pub async fn next_due(&self, targets: Vec<String>) -> Result<Option<i64>, StoreError> {
-        self.call(|r| Command::NextDue(targets, r)).await
+        each_backend!(self, b => b.next_due(targets).await)
     }
 
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        self.call(Command::Depth).await
+        each_backend!(self, b => b.depth().await)
     }
 
     /// A real write through the same path as events: `/readyz` is 503 when this fails.
     pub async fn probe(&self) -> Result<(), StoreError> {
-        self.call(Command::Probe).await
+        each_backend!(self, b => b.probe().await)
     }
 
     /// Drop finished deliveries (delivered, dead, skipped) and events older than the cut-off.
     pub async fn prune(&self, older_than_ms: i64) -> Result<usize, StoreError> {
-        self.call(|reply| Command::Prune {
-            older_than_ms,
-            reply,
-        })
-        .await
+        each_backend!(self, b => b.prune(older_than_ms).await)
+    }
+
+    /// Reserve the next send slot of the pacing key `key` (a target, the SEKOIA.IO API), one
+    /// slot every `interval_ms`, after any pause. Returns the unix ms at which the caller may
+    /// send, or `None` when pacing is local to this process (SQLite: one server per store).
+    pub async fn reserve_slot(
+        &self,
+        key: &str,
+        interval_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(p) => p.reserve_slot(key, interval_ms).await.map(Some),
+        }
+    }
+
+    /// Until when (unix ms) the pacing key `key` is paused for every replica; 0 when it is
+    /// not, and always with SQLite.
+    pub async fn paused_until(&self, key: &str) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(p) => p.paused_until(key).await,
+        }
+    }
+
+    /// Pause the pacing key `key` until `until_ms` for every replica (a `Retry-After`).
+    /// A no-op with SQLite, whose pauses are the process's own.
+    pub async fn pause(&self, key: &str, until_ms: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(p) => p.pause(key, until_ms).await,
+        }
+    }
+
+    /// Hand back every claim this process still holds (at shutdown: sends abandoned past the
+    /// grace period), so the other replicas need not wait for the lease to end. SQLite: a
+    /// no-op, its claims end with the process.
+    pub async fn release_claims(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(p) => p.release_claims().await,
+        }
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        each_backend!(self, b => b.dead_letters().await)
+    }
+
+    /// Re-queue the given dead letters (or all with `None`). Attempts and age start afresh, and
+    /// the stored body is dropped so the message is rendered again with the current templates:
+    /// a dead letter is often a template mistake the operator has just fixed.
+    pub async fn retry_dead(&self, ids: Option<Vec<i64>>) -> Result<usize, StoreError> {
+        each_backend!(self, b => b.retry_dead(ids).await)
+    }
+
+    /// Delete every dead letter.
+    pub async fn purge_dead(&self) -> Result<usize, StoreError> {
+        each_backend!(self, b => b.purge_dead().await)
+    }
+
+    /// Copy the pending deliveries (with their events) and the dead letters of the SQLite
+    /// store at `from` into this PostgreSQL store. Idempotent: events already copied (same
+    /// public id) are skipped with their deliveries.
+    pub async fn import_sqlite(&self, from: &std::path::Path) -> Result<ImportReport, StoreError> {
+        let Store::Postgres(p) = self else {
+            return Err(StoreError::NotPostgres);
+        };
+        let from = from.to_path_buf();
+        let rows = tokio::task::spawn_blocking(move || sqlite::export(&from))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        p.import(rows).await
     }
 }
 
@@ -313,159 +375,41 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn event(key: &str, targets: &[&str]) -> NewEvent {
-        NewEvent {
-            hook: "soc".into(),
-            dedup_key: key.into(),
-            kind: "alert".into(),
-            action: "created".into(),
-            alert_uuid: Some("u".into()),
-            short_id: Some("AL1".into()),
-            body: "{}".into(),
-            targets: targets.iter().map(|t| t.to_string()).collect(),
-            dedup_window_ms: 60_000,
-        }
+    #[test]
+    fn slots_never_exceed_the_rate() {
+        assert_eq!(slot_interval_ms(0), 0);
+        assert_eq!(slot_interval_ms(1), 1000);
+        assert_eq!(slot_interval_ms(3), 334);
+        assert_eq!(slot_interval_ms(5), 200);
+        assert_eq!(slot_interval_ms(5000), 1);
     }
+}
 
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("sub/relay.db"), SyncMode::Normal).unwrap();
-        (dir, store)
-    }
+/// One event with the deliveries `store import` copies.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportedEvent {
+    pub public_id: String,
+    pub hook: String,
+    pub dedup_key: String,
+    pub kind: String,
+    pub action: String,
+    pub alert_uuid: Option<String>,
+    pub short_id: Option<String>,
+    pub body: String,
+    pub received_at: i64,
+    pub deliveries: Vec<ExportedDelivery>,
+}
 
-    #[tokio::test]
-    async fn ingest_then_duplicate() {
-        let (_dir, store) = open();
-        let a = store.ingest(event("k1", &["t"])).await.unwrap();
-        let b = store.ingest(event("k1", &["t"])).await.unwrap();
-        let Ingested::Accepted { event_id } = a else {
-            panic!("{a:?}")
-        };
-        assert_eq!(b, Ingested::Duplicate { event_id });
-        assert_eq!(store.depth().await.unwrap().pending, 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_ingests_are_all_committed_once() {
-        let (_dir, store) = open();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let s = store.clone();
-            // Every key twice: exactly one of each pair is accepted, even inside one batch.
-            tasks.push(tokio::spawn(async move {
-                s.ingest(event(&format!("k{}", i / 2), &["a", "b"])).await
-            }));
-        }
-        let mut accepted = 0;
-        for t in tasks {
-            if let Ingested::Accepted { .. } = t.await.unwrap().unwrap() {
-                accepted += 1;
-            }
-        }
-        assert_eq!(accepted, 100);
-        assert_eq!(store.depth().await.unwrap().pending, 200);
-    }
-
-    #[tokio::test]
-    async fn claims_are_exclusive_and_outcomes_recorded() {
-        let (_dir, store) = open();
-        store.ingest(event("k1", &["a", "b"])).await.unwrap();
-        let first = store.claim("a", 10).await.unwrap();
-        assert_eq!(first.len(), 1);
-        assert!(
-            store.claim("a", 10).await.unwrap().is_empty(),
-            "claimed twice"
-        );
-        store
-            .complete(
-                first[0].id,
-                Outcome::Retry {
-                    next_at_ms: now_ms() + 60_000,
-                    status: Some(503),
-                    error: "HTTP 503".into(),
-                    response: None,
-                    body: Some("{\"x\":1}".into()),
-                    counts_attempt: true,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(
-            store.claim("a", 10).await.unwrap().is_empty(),
-            "not yet due"
-        );
-        assert!(store.next_due(vec!["a".into()]).await.unwrap().is_some());
-        let b = store.claim("b", 10).await.unwrap();
-        store
-            .complete(
-                b[0].id,
-                Outcome::Dead {
-                    status: Some(400),
-                    error: "HTTP 400".into(),
-                    response: Some("bad".into()),
-                    body: Some("{}".into()),
-                },
-            )
-            .await
-            .unwrap();
-        let depth = store.depth().await.unwrap();
-        assert_eq!((depth.pending, depth.dead), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn a_second_server_on_the_same_file_is_refused() {
-        let (dir, _store) = open();
-        let err = Store::open(&dir.path().join("sub/relay.db"), SyncMode::Normal)
-            .err()
-            .expect("second open must fail");
-        assert!(
-            err.to_string().contains("one server per store file"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn released_rows_can_be_claimed_again() {
-        let (_dir, store) = open();
-        store.ingest(event("k1", &["a"])).await.unwrap();
-        let first = store.claim("a", 10).await.unwrap();
-        assert_eq!(store.depth().await.unwrap().inflight, 1);
-        store.complete(first[0].id, Outcome::Release).await.unwrap();
-        assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_row_whose_outcome_cannot_be_recorded_stays_claimed() {
-        let (dir, store) = open();
-        store.ingest(event("k1", &["a"])).await.unwrap();
-        let first = store.claim("a", 10).await.unwrap();
-        // Another connection holds the write lock past the busy timeout: the record fails.
-        let conn = rusqlite::Connection::open(dir.path().join("sub/relay.db")).unwrap();
-        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        let outcome = Outcome::Delivered { status: 200 };
-        assert!(store.complete(first[0].id, outcome.clone()).await.is_err());
-        assert!(
-            store.claim("a", 10).await.unwrap().is_empty(),
-            "released on a failed write: it would be sent again at once"
-        );
-        conn.execute_batch("ROLLBACK").unwrap();
-        store.complete(first[0].id, outcome).await.unwrap();
-        let depth = store.depth().await.unwrap();
-        assert_eq!((depth.pending, depth.inflight), (0, 0));
-    }
-
-    #[tokio::test]
-    async fn inflight_rows_return_to_pending_on_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        {
-            let store = Store::open(&path, SyncMode::Full).unwrap();
-            store.ingest(event("k1", &["a"])).await.unwrap();
-            assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
-        }
-        let store = Store::open(&path, SyncMode::Full).unwrap();
-        let again = store.claim("a", 10).await.unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].attempts, 0);
-    }
+#[derive(Debug, Clone)]
+pub(crate) struct ExportedDelivery {
+    pub target: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub age_from: i64,
+    pub updated_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub response: Option<String>,
+    pub body: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Access (SPEC §3–4): `allow_from` per hook, and `X-Forwarded-For` believed only from
+//! Access: `allow_from` per hook, and `X-Forwarded-For` believed only from
 //! `server.trusted_proxies`, through the real server. The test client connects from
 //! 127.0.0.1, so with `trusted_proxies = ["127.0.0.1/32"]` it plays the reverse proxy (or the
 //! ngrok agent); without it, it plays a client trying to spoof its address.

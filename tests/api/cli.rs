@@ -1,4 +1,4 @@
-//! `check`, `render` and `send-test` (SPEC §2), run as the real binary on temporary configs.
+//! `check`, `render` and `send-test` (README, "Command line"), run as the real binary on temporary configs.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

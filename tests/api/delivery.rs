@@ -1,4 +1,4 @@
-//! Delivery guarantees of SPEC §5: retries, Retry-After, dead letters, independence, bursts.
+//! The README's delivery guarantees: retries, Retry-After, dead letters, independence, bursts.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -222,6 +222,8 @@ async fn client_error_is_a_dead_letter_at_once_and_can_be_retried() {
     );
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("teams") && text.contains("400"), "{text}");
+    // The table says why, from the target's answer, on one line.
+    assert!(text.contains("HTTP 400: InvalidRequestContent"), "{text}");
     assert!(
         !text.contains("slack"),
         "the healthy target is not a dead letter: {text}"

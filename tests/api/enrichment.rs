@@ -1,4 +1,4 @@
-//! Enrichment never loses an alert (SPEC §5): every failure still delivers, unenriched.
+//! Enrichment never loses an alert (README, "Delivery guarantees"): every failure still delivers, unenriched.
 
 use std::time::Duration;
 

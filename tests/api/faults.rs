@@ -1,4 +1,4 @@
-//! Faults (SPEC §5 under worse than the happy path): a target down for a long time, a 429
+//! Faults (the delivery guarantees under worse than the happy path): a target down for a long time, a 429
 //! storm, the Alert API slow, flapping or down, the store's disk full. Every test asserts that
 //! each acknowledged (202) event reached every routed target at least once, and counts the
 //! duplicates. The numbers are printed: `cargo test faults -- --nocapture` shows them (they

@@ -1,4 +1,4 @@
-//! Every row of the SPEC §4 table, through the real server.
+//! Every row of the README's "HTTP answers" table, through the real server.
 
 use std::time::Duration;
 

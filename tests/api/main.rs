@@ -9,6 +9,7 @@ mod docs;
 mod durability;
 mod enrichment;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod ingest;

@@ -307,44 +307,15 @@ async fn a_hung_target_never_delays_a_healthy_one() {
     );
 }
 
-#[tokio::test]
-async fn userinfo_in_the_api_url_is_refused_and_never_echoed() {
+/// `sekoia-relay check` on a config of a console target, a hook `soc` and `extra`, with
+/// `hook_extra` appended to the hook: (success, stdout + stderr).
+fn check_with(extra: &str, hook_extra: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    for (key, value) in [
-        ("[sekoia]\napi_url", "https://bob:s3cret-pw@api.sekoia.io"),
-        ("[sekoia]\napp_url", "https://bob:s3cret-pw@app.sekoia.io"),
-    ] {
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{key} = \"{value}\"\n[store]\npath = \"{}/relay.db\"\n[targets.c]\nkind = \"console\"\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"c\"]\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
-            .arg("--config")
-            .arg(&config)
-            .arg("check")
-            .env_remove("SEKOIA_RELAY_CONFIG")
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "{all}");
-        assert!(all.contains("carries a user name or password"), "{all}");
-        assert!(!all.contains("s3cret-pw"), "password echoed: {all}");
-    }
-    // An invalid per-hook api_url with a password: the error says which key, not the password.
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}/relay.db\"\n[targets.c]\nkind = \"console\"\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"c\"]\napi_url = \"https://bob:s3cret-pw@exa mple:99999\"\n",
+            "{extra}\n[store]\npath = \"{}/relay.db\"\n[targets.c]\nkind = \"console\"\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"c\"]\n{hook_extra}",
             dir.path().display()
         ),
     )
@@ -361,7 +332,23 @@ async fn userinfo_in_the_api_url_is_refused_and_never_echoed() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!out.status.success());
+    (out.status.success(), all)
+}
+
+#[tokio::test]
+async fn userinfo_in_the_api_url_is_refused_and_never_echoed() {
+    for key in ["api_url", "app_url"] {
+        let (ok, all) = check_with(
+            &format!("[sekoia]\n{key} = \"https://bob:s3cret-pw@api.sekoia.io\""),
+            "",
+        );
+        assert!(!ok, "{all}");
+        assert!(all.contains("carries a user name or password"), "{all}");
+        assert!(!all.contains("s3cret-pw"), "password echoed: {all}");
+    }
+    // An invalid per-hook api_url with a password: the error says which key, not the password.
+    let (ok, all) = check_with("", "api_url = \"https://bob:s3cret-pw@exa mple:99999\"\n");
+    assert!(!ok);
     assert!(
         all.contains("api_url") && all.contains("is not a URL"),
         "{all}"

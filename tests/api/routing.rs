@@ -1,4 +1,5 @@
-//! Routing (SPEC §3) and user templates (SPEC §6) through the real server.
+//! Routing (README, `[[hooks]]` routes) and user templates (README, "Templates") through the
+//! real server.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Secrets stay secret (SPEC §7): the API keys, target URLs beyond scheme and host, webhook
+//! Secrets stay secret: the API keys, target URLs beyond scheme and host, webhook
 //! headers and full hook ids never appear in logs (even at `RUST_LOG=debug`), HTTP error
 //! bodies, `/metrics` or the dead-letter listing. The real binary runs as a child with JSON
 //! logs while every path is driven: success, retry, dead letter, transport error, 401 from
@@ -203,7 +203,7 @@ async fn no_secret_reaches_logs_errors_metrics_or_the_cli() {
     );
 }
 
-/// The span and attempt fields an on-call engineer filters by (SPEC §6 logs).
+/// The span and attempt fields an on-call engineer filters by (README, "Logs").
 #[tokio::test]
 async fn attempt_logs_carry_event_hook_alert_target_host_status_attempt_and_next_retry() {
     let sekoia = MockServer::start().await;

@@ -1,4 +1,5 @@
--- sekoia-relay store, version 1. Applied at every start (idempotent).
+-- sekoia-relay SQLite store, version 1. Idempotent: stores created before versioned migrations
+-- already have these tables.
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY,
     public_id   TEXT    NOT NULL,          -- the event_id answered to SEKOIA.IO (UUID v7)

@@ -47,7 +47,7 @@ fn clone_error(err: &rusqlite::Error) -> rusqlite::Error {
 
 pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
     // Deliveries handed to this process's workers and not yet completed. Claims live in memory:
-    // only one server uses a store file (see `Store::open`), a crash forgets them (which is
+    // only one server uses a store file (see `SqliteStore::open`), a crash forgets them (which is
     // exactly "in flight work resumes at restart"), and a claim then costs no write or fsync.
     let mut claimed: HashSet<i64> = HashSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);

@@ -1,4 +1,5 @@
-//! Dead letters for the command line: `dead-letters list | retry | purge`.
+//! Dead letters for the command line (`dead-letters list | retry | purge`) and the export
+//! that `store import` copies into PostgreSQL.
 //!
 //! The CLI opens its own connection to the same file as a running server (WAL mode and a busy
 //! timeout make that safe). A retried row goes back to `pending`; the server's dispatcher polls
@@ -7,27 +8,12 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
 use super::{connect, now_ms, StoreError};
 use crate::configuration::SyncMode;
+use crate::store::{DeadLetter, ExportedDelivery, ExportedEvent};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub id: i64,
-    pub event_id: String,
-    pub hook: String,
-    pub target: String,
-    pub short_id: Option<String>,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub response: Option<String>,
-    pub body: Option<String>,
-    pub updated_at_ms: i64,
-}
-
-pub struct DeadLetters {
+pub(super) struct DeadLetters {
     conn: Connection,
 }
 
@@ -89,4 +75,61 @@ impl DeadLetters {
             .conn
             .execute("DELETE FROM deliveries WHERE state = 'dead'", [])?)
     }
+}
+
+/// The events that still matter in the SQLite store at `path`, for `store import`: those with a
+/// pending delivery or a dead letter, with exactly those deliveries. Finished rows stay behind.
+pub(crate) fn export(path: &Path) -> Result<Vec<ExportedEvent>, StoreError> {
+    if !path.exists() {
+        // connect() would create an empty store: say what is wrong instead.
+        return Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+        });
+    }
+    let conn = connect(path, SyncMode::Full, std::time::Duration::from_secs(10))?;
+    let mut stmt = conn.prepare(
+        "SELECT e.id, e.public_id, e.hook, e.dedup_key, e.type, e.action, e.alert_uuid, e.short_id,
+                e.body, e.received_at, d.target, d.state, d.attempts, d.next_at, d.age_from,
+                d.updated_at, d.last_status, d.last_error, d.response, d.body
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.state IN ('pending', 'dead') ORDER BY e.id, d.id",
+    )?;
+    let mut out: Vec<ExportedEvent> = Vec::new();
+    let mut last_row = None;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let row: i64 = r.get(0)?;
+        if last_row != Some(row) {
+            last_row = Some(row);
+            out.push(ExportedEvent {
+                public_id: r.get(1)?,
+                hook: r.get(2)?,
+                dedup_key: r.get(3)?,
+                kind: r.get(4)?,
+                action: r.get(5)?,
+                alert_uuid: r.get(6)?,
+                short_id: r.get(7)?,
+                body: r.get(8)?,
+                received_at: r.get(9)?,
+                deliveries: Vec::new(),
+            });
+        }
+        let delivery = ExportedDelivery {
+            target: r.get(10)?,
+            state: r.get(11)?,
+            attempts: r.get(12)?,
+            next_at: r.get(13)?,
+            age_from: r.get(14)?,
+            updated_at: r.get(15)?,
+            last_status: r.get(16)?,
+            last_error: r.get(17)?,
+            response: r.get(18)?,
+            body: r.get(19)?,
+        };
+        if let Some(ev) = out.last_mut() {
+            ev.deliveries.push(delivery);
+        }
+    }
+    Ok(out)
 }

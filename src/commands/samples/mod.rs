@@ -1,18 +1,16 @@
 //! Sample events and alerts, embedded in the binary so `check`, `render` and `send-test` work
-//! anywhere: the same files as the test fixtures (`tests/fixtures/`).
+//! anywhere. The files live here, beside the code; `tests/fixtures/` links to them so the
+//! tests use the same data (sources in `tests/fixtures/README.md`).
 
 use serde_json::Value;
 
-pub const ALERT: &str = include_str!("../../tests/fixtures/alert.json");
-pub const ALERT_MINIMAL: &str = include_str!("../../tests/fixtures/alert-minimal.json");
+pub const ALERT: &str = include_str!("alert.json");
+pub const ALERT_MINIMAL: &str = include_str!("alert-minimal.json");
 /// Emoji, RTL, CJK, `<!channel>`, markdown, HTML, Jinja-like text, 5 000+ character fields.
-pub const ALERT_HOSTILE: &str = include_str!("../../tests/fixtures/alert-hostile.json");
-pub const EVENT_CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
-pub const EVENT_UPDATED: &str = include_str!("../../tests/fixtures/webhook-alert-updated.json");
-pub const EVENT_PROPOSAL: &str = include_str!("../../tests/fixtures/webhook-content-proposal.json");
-/// The official Adaptive Card 1.5 schema (MIT, © Microsoft), see tests/fixtures/README.md.
-pub const ADAPTIVE_CARD_SCHEMA: &str =
-    include_str!("../../tests/fixtures/adaptive-card.schema.json");
+pub const ALERT_HOSTILE: &str = include_str!("alert-hostile.json");
+pub const EVENT_CREATED: &str = include_str!("webhook-alert-created.json");
+pub const EVENT_UPDATED: &str = include_str!("webhook-alert-updated.json");
+pub const EVENT_PROPOSAL: &str = include_str!("webhook-content-proposal.json");
 
 /// The enrichment error shown by the unenriched sample.
 pub const UNENRICHED_REASON: &str =
@@ -87,6 +85,6 @@ mod tests {
                 assert!(a.is_object(), "{}", s.name);
             }
         }
-        assert!(parse(ADAPTIVE_CARD_SCHEMA).is_object());
+        assert!(parse(crate::targets::teams::ADAPTIVE_CARD_SCHEMA).is_object());
     }
 }

@@ -1,0 +1,176 @@
+//! One module per target kind, each owning everything that differs between kinds: its
+//! default pace, built-in template, size and field limits, envelope check, escaping, urgency
+//! colours, the meaning of its answers, its config checks and `check`'s extra validation.
+//!
+//! The pipeline asks a kind through [`TargetKindSpec`] (`kind.spec()`), never matches on it.
+//! Adding a kind: a variant in [`crate::domain::TargetKind`], a module here implementing
+//! [`TargetKindSpec`], its template in `templates/`, one line in [`TargetKind::spec`], and its
+//! tests. The facts behind each kind's numbers are in `docs/targets.md`.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+pub use crate::domain::TargetKind;
+use crate::render::UrgencyBand;
+
+pub mod chime;
+pub mod console;
+pub mod mattermost;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
+
+/// How a kind's messages leave the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A JSON body POSTed to the target's `url` (required).
+    HttpJson,
+    /// Plain text written to stdout; no `url`.
+    StdoutText,
+}
+
+/// What a target kind is, asked by configuration, rendering, delivery and `check`.
+pub trait TargetKindSpec: Sync {
+    /// The kind these rules are for.
+    fn kind(&self) -> TargetKind;
+
+    /// How messages leave the relay (HTTP JSON unless said otherwise).
+    fn output(&self) -> Output {
+        Output::HttpJson
+    }
+
+    /// Default pace in messages per second when `rate_limit_per_sec` is not set, from the
+    /// service's documented webhook limit (docs/targets.md). 0 means unlimited.
+    fn default_rate_limit_per_sec(&self) -> u32;
+
+    /// Name and source of the built-in template (shipped in `templates/`, embedded).
+    fn builtin_template(&self) -> (&'static str, &'static str);
+
+    /// The hard size limit of a rendered body in bytes: nothing larger is sent.
+    fn max_body_bytes(&self) -> usize;
+
+    /// Check that a rendered JSON body has the envelope the target accepts: these are the
+    /// mistakes that turn into a 400 (a dead letter), so they are caught before sending.
+    fn check_envelope(&self, body: &Value) -> Result<(), String>;
+
+    /// Cut over-long fields in place, so a long value is cut instead of the whole message
+    /// being rejected. Kinds without per-field limits keep the default (nothing).
+    fn enforce_field_limits(&self, _body: &mut Value) {}
+
+    /// Escape alert-derived text for the kind's markup (see [`crate::render::md_escape`]).
+    fn md_escape<'a>(&self, s: &'a str) -> Cow<'a, str>;
+
+    /// The colour of an urgency band: a `#RRGGBB` hex unless the kind has its own names.
+    fn urgency_color(&self, band: Option<UrgencyBand>) -> &'static str {
+        hex_urgency_color(band)
+    }
+
+    /// An error status embedded in a 2xx answer body, for kinds whose service reports
+    /// failures that way (the retired Teams connector). `None`: the status stands.
+    fn embedded_status(&self, _body: &str) -> Option<u16> {
+        None
+    }
+
+    /// Config problems of a target URL of this kind (already known to be http(s)).
+    fn url_problems(&self, _name: &str, _url: &url::Url) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `check` warnings about the URL of a target `name` of this kind (a valid URL; only
+    /// `safe_host` of it may be shown).
+    fn url_warnings(&self, _name: &str, _url: &str, _safe_host: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The config keys of this kind's targets that templates also see as `target.KEY` (e.g.
+    /// Mattermost's `channel`); empty values are left out.
+    fn context_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// `check`'s validation of a final body beyond the envelope: what the service would
+    /// reject with a 400 and the relay cannot repair by cutting.
+    fn body_problems(&self, _body: &Value) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl TargetKind {
+    /// The rules of this kind: the registry, one line per kind.
+    pub fn spec(self) -> &'static dyn TargetKindSpec {
+        match self {
+            TargetKind::Teams => &teams::Teams,
+            TargetKind::Slack => &slack::Slack,
+            TargetKind::Mattermost => &mattermost::Mattermost,
+            TargetKind::Chime => &chime::Chime,
+            TargetKind::Webhook => &webhook::Webhook,
+            TargetKind::Console => &console::Console,
+        }
+    }
+}
+
+/// Urgency as `#RRGGBB`, from dark red for Urgent down to green for Low; unknown → grey
+/// (Slack and Mattermost attachment `color`; useful as data elsewhere). Mattermost only
+/// accepts `good`/`warning`/`danger` or `#RRGGBB`, hence the `#`.
+pub fn hex_urgency_color(band: Option<UrgencyBand>) -> &'static str {
+    match band {
+        Some(UrgencyBand::Urgent) => "#A4262C",
+        Some(UrgencyBand::Major) => "#D13438",
+        Some(UrgencyBand::High) => "#F7630C",
+        Some(UrgencyBand::Moderate) => "#FFB900",
+        Some(UrgencyBand::Low) => "#2EB67D",
+        None => "#8A8886",
+    }
+}
+
+/// The body as a JSON object, for kinds whose envelope is one.
+fn object(body: &Value) -> Result<&serde_json::Map<String, Value>, String> {
+    body.as_object()
+        .ok_or_else(|| "the body must be a JSON object".to_string())
+}
+
+fn non_empty_str(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+fn non_empty_list(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+}
+
+/// Cut the string at `v[key]` to `max` characters, if it is a string.
+fn cap_str(v: &mut Value, key: &str, max: usize) {
+    if let Some(Value::String(s)) = v.get_mut(key) {
+        if let Cow::Owned(cut) = crate::render::truncate_chars(s, max) {
+            *s = cut;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_registered_under_its_own_name() {
+        for kind in TargetKind::ALL {
+            assert_eq!(kind.spec().kind(), kind);
+            let (name, source) = kind.spec().builtin_template();
+            assert!(name.starts_with(&format!("builtin/{kind}.")), "{name}");
+            assert!(!source.is_empty());
+        }
+    }
+
+    #[test]
+    fn default_paces_follow_the_documented_limits() {
+        assert_eq!(TargetKind::Slack.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::Chime.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::Teams.spec().default_rate_limit_per_sec(), 4);
+        assert_eq!(
+            TargetKind::Mattermost.spec().default_rate_limit_per_sec(),
+            10
+        );
+        assert_eq!(TargetKind::Webhook.spec().default_rate_limit_per_sec(), 0);
+        assert_eq!(TargetKind::Console.spec().default_rate_limit_per_sec(), 0);
+    }
+}
