@@ -61,9 +61,10 @@ impl Sender {
         let Some(url) = &target.url else {
             return Err("target has no url".into());
         };
+        let url = target.kind.spec().request_url(url.expose_secret());
         let mut req = self
             .http
-            .post(url.expose_secret())
+            .post(url.as_ref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
         for (name, value) in &target.headers {

@@ -10,16 +10,18 @@ pub enum TargetKind {
     Slack,
     Mattermost,
     Chime,
+    GoogleChat,
     Webhook,
     Console,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 7] = [
         TargetKind::Teams,
         TargetKind::Slack,
         TargetKind::Mattermost,
         TargetKind::Chime,
+        TargetKind::GoogleChat,
         TargetKind::Webhook,
         TargetKind::Console,
     ];
@@ -31,6 +33,7 @@ impl TargetKind {
             TargetKind::Slack => "slack",
             TargetKind::Mattermost => "mattermost",
             TargetKind::Chime => "chime",
+            TargetKind::GoogleChat => "google_chat",
             TargetKind::Webhook => "webhook",
             TargetKind::Console => "console",
         }
@@ -81,7 +84,7 @@ mod tests {
         }
         assert_eq!(
             TargetKind::try_from("irc".to_string()).unwrap_err(),
-            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, webhook or console)"
+            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, webhook or console)"
         );
     }
 }

@@ -29,8 +29,9 @@ pub fn enforce_field_limits(kind: TargetKind, body: &mut Value) {
 }
 
 /// Keys whose string values are never shortened by [`shrink_to_fit`]: links (a cut URL is a
-/// broken button) and protocol tokens (a cut `type` is an invalid payload).
-const PROTECTED_KEYS: [&str; 16] = [
+/// broken button) and protocol tokens (a cut `type` is an invalid payload; a cut Google Chat
+/// `threadKey` would start a new thread).
+const PROTECTED_KEYS: [&str; 18] = [
     "url",
     "title_link",
     "icon_url",
@@ -47,6 +48,8 @@ const PROTECTED_KEYS: [&str; 16] = [
     "version",
     "channel",
     "link",
+    "threadKey",
+    "cardId",
 ];
 
 /// Strings shorter than this are left alone: cutting them saves little and they are the

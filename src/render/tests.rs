@@ -75,7 +75,11 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         assert!(links[0].contains(APP_URL), "{case}: {}", links[0]);
         return;
     }
-    let v: Value = parse(body);
+    let mut v: Value = parse(body);
+    if let Some(obj) = v.as_object_mut() {
+        // Google Chat's threadKey is an id Google never shows: the alert uuid as received.
+        obj.remove("thread");
+    }
     if kind == TargetKind::Webhook {
         // JSON only: the event travels verbatim, the summary stays one line.
         assert!(
@@ -104,6 +108,16 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         if !plain && (kind == TargetKind::Chime || kind == TargetKind::Mattermost) {
             assert!(!text.contains('<'), "{case}: raw HTML in {text:?}");
         }
+        if kind == TargetKind::GoogleChat {
+            // Card text is HTML: every tag is one the template wrote, never one from data.
+            const OWN: [&str; 4] = ["<b>", "</b>", "<font color=\"#", "</font>"];
+            for (at, _) in text.match_indices('<') {
+                assert!(
+                    OWN.iter().any(|t| text[at..].starts_with(t)),
+                    "{case}: raw HTML in {text:?}"
+                );
+            }
+        }
     }
     assert!(
         v["attachments"][0]["content"]["msteams"]
@@ -112,6 +126,13 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         "{case}: Teams mention entities"
     );
     // Every URL field leads to the app, whatever the short id says.
+    let google_chat_buttons = v
+        .pointer("/cardsV2/0/card/sections")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["widgets"].as_array().into_iter().flatten())
+        .filter_map(|w| w.pointer("/buttonList/buttons/0/onClick/openLink/url"));
     let urls = [
         v.pointer("/attachments/0/content/actions/0/url"),
         v.pointer("/attachments/0/title_link"),
@@ -119,8 +140,11 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
             .and_then(Value::as_array)
             .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
             .and_then(|b| b.pointer("/elements/0/url")),
-    ];
-    for u in urls.into_iter().flatten() {
+    ]
+    .into_iter()
+    .flatten()
+    .chain(google_chat_buttons);
+    for u in urls {
         let parsed = url::Url::parse(u.as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("{case}: {u}: {e}"));
         assert_eq!(parsed.host_str(), Some("app.sekoia.io"), "{case}: {u}");
@@ -161,6 +185,9 @@ fn settings(extra: &str, base_dir: &Path) -> Settings {
         [targets.chime]
         kind = "chime"
         url = "https://example.invalid/incomingwebhooks/x"
+        [targets.google_chat]
+        kind = "google_chat"
+        url = "https://example.invalid/v1/spaces/S/messages?key=k&token=t"
         [targets.webhook]
         kind = "webhook"
         url = "https://example.invalid/soar"
@@ -330,6 +357,44 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
                 !body.contains("@here") && !body.contains("@channel"),
                 "{case}"
             );
+        }
+        TargetKind::GoogleChat => {
+            let cards = v["cardsV2"].as_array().expect("cardsV2");
+            assert_eq!(cards.len(), 1, "{case}");
+            let card = &cards[0]["card"];
+            // The header is plain text: only the relay's fixed words.
+            let title = card["header"]["title"].as_str().unwrap_or_default();
+            assert!(
+                [
+                    "New alert",
+                    "Alert updated",
+                    "Alert deleted",
+                    "Alert event",
+                    "New report",
+                    "SEKOIA.IO notification"
+                ]
+                .contains(&title),
+                "{case}: header {title:?}"
+            );
+            let sections = card["sections"].as_array().expect("sections");
+            let widgets: usize = sections
+                .iter()
+                .map(|s| s["widgets"].as_array().map(Vec::len).unwrap_or(0))
+                .sum();
+            assert!((1..=100).contains(&widgets), "{case}: {widgets} widgets");
+            let button = sections
+                .iter()
+                .flat_map(|s| s["widgets"].as_array().into_iter().flatten())
+                .find_map(|w| w.pointer("/buttonList/buttons/0/onClick/openLink/url"));
+            assert!(
+                button
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u.starts_with("https://")),
+                "{case}: no link button"
+            );
+            if let Some(key) = v.pointer("/thread/threadKey") {
+                assert!(key.as_str().is_some_and(|k| !k.is_empty()), "{case}");
+            }
         }
         TargetKind::Webhook => {
             assert_eq!(v["version"], "1", "{case}");

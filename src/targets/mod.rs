@@ -16,6 +16,7 @@ use crate::render::UrgencyBand;
 
 pub mod chime;
 pub mod console;
+pub mod google_chat;
 pub mod mattermost;
 pub mod slack;
 pub mod teams;
@@ -94,6 +95,12 @@ pub trait TargetKindSpec: Sync {
     fn body_problems(&self, _body: &Value) -> Vec<String> {
         Vec::new()
     }
+
+    /// The URL to POST to, from the configured one: kinds whose options travel in the query
+    /// (Google Chat's `messageReplyOption`) add them here.
+    fn request_url<'a>(&self, url: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(url)
+    }
 }
 
 impl TargetKind {
@@ -104,6 +111,7 @@ impl TargetKind {
             TargetKind::Slack => &slack::Slack,
             TargetKind::Mattermost => &mattermost::Mattermost,
             TargetKind::Chime => &chime::Chime,
+            TargetKind::GoogleChat => &google_chat::GoogleChat,
             TargetKind::Webhook => &webhook::Webhook,
             TargetKind::Console => &console::Console,
         }
@@ -122,6 +130,44 @@ pub fn hex_urgency_color(band: Option<UrgencyBand>) -> &'static str {
         Some(UrgencyBand::Low) => "#2EB67D",
         None => "#8A8886",
     }
+}
+
+/// `url` with `key=value` in its query, replacing the value `key` had.
+///
+/// Rule: a URL that already says exactly `key=value` is sent as it is; otherwise the pair is
+/// appended after the existing parameters (or replaces the first `key`, dropping repeats),
+/// and the others keep their order. Reason: Discord's `wait` and Google Chat's
+/// `messageReplyOption` are options the relay depends on, whatever URL was pasted, and the
+/// other parameters carry the webhook's credentials. An unparsable URL is returned as it is
+/// (config refuses those).
+pub fn with_query_param<'a>(url: &'a str, key: &str, value: &str) -> Cow<'a, str> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return Cow::Borrowed(url);
+    };
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let same: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k == key).collect();
+    if same.len() == 1 && same[0].1 == value {
+        return Cow::Borrowed(url);
+    }
+    if same.is_empty() {
+        parsed.query_pairs_mut().append_pair(key, value);
+    } else {
+        let mut query = parsed.query_pairs_mut();
+        query.clear();
+        let mut written = false;
+        for (k, v) in &pairs {
+            if k != key {
+                query.append_pair(k, v);
+            } else if !written {
+                query.append_pair(k, value);
+                written = true;
+            }
+        }
+    }
+    Cow::Owned(parsed.into())
 }
 
 /// The body as a JSON object, for kinds whose envelope is one.
@@ -172,5 +218,32 @@ mod tests {
         );
         assert_eq!(TargetKind::Webhook.spec().default_rate_limit_per_sec(), 0);
         assert_eq!(TargetKind::Console.spec().default_rate_limit_per_sec(), 0);
+        assert_eq!(
+            TargetKind::GoogleChat.spec().default_rate_limit_per_sec(),
+            1
+        );
+    }
+
+    #[test]
+    fn query_params_are_added_or_replaced_and_others_kept() {
+        let add = |u, k, v| with_query_param(u, k, v).into_owned();
+        assert_eq!(
+            add("https://h.test/p", "wait", "true"),
+            "https://h.test/p?wait=true"
+        );
+        assert_eq!(
+            add("https://h.test/p?key=a%2Bb&token=t", "wait", "true"),
+            "https://h.test/p?key=a%2Bb&token=t&wait=true"
+        );
+        assert_eq!(
+            add("https://h.test/p?wait=false&x=1&wait=0", "wait", "true"),
+            "https://h.test/p?wait=true&x=1"
+        );
+        // Already right: sent exactly as configured.
+        assert!(matches!(
+            with_query_param("https://h.test/p?wait=true", "wait", "true"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(add("not a url", "wait", "true"), "not a url");
     }
 }

@@ -19,3 +19,4 @@ mod operations;
 mod reload;
 mod routing;
 mod secrets;
+mod targets;

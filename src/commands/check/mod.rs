@@ -339,8 +339,9 @@ mod tests {
     #[test]
     fn copies_of_the_builtin_templates_pass_as_user_templates() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = String::from(
-            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"teams\", \"slack\", \"mattermost\", \"chime\", \"webhook\", \"console\"]\n",
+        let names: Vec<&str> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
+        let mut text = format!(
+            "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = {names:?}\n",
         );
         for kind in TargetKind::ALL {
             let (name, source) = crate::render::builtin_template(kind);
@@ -349,7 +350,8 @@ mod tests {
             let url = if kind.spec().output() == Output::StdoutText {
                 String::new()
             } else {
-                "url = \"https://x.invalid/1?sig=a\"\n".to_string()
+                // A URL every kind's checks accept (Teams' sig, Google Chat's key and token).
+                "url = \"https://x.invalid/1?sig=a&key=k&token=t\"\n".to_string()
             };
             text.push_str(&format!(
                 "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{file}\"\n"

@@ -1,0 +1,141 @@
+//! The Google Chat, Discord, Webex and PagerDuty targets on the real server: what each
+//! service's mock received (body, query, headers) and how its answers are handled.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+const ALERT_UUID: &str = "5696845f-9ecf-4431-9f0f-48ee0ee2eff1";
+
+/// One target named `t` of `kind` at `url`, unpaced, the only target of hook `soc`.
+fn one_target(kind: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[targets.t]
+kind = "{kind}"
+url = "{url}"
+rate_limit_per_sec = 0
+{extra}
+
+[[hooks]]
+name = "soc"
+id = "{HOOK_ID}"
+targets = ["t"]
+"#
+    )
+}
+
+fn content_type(r: &wiremock::Request) -> Option<&str> {
+    r.headers.get("content-type").and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn google_chat_gets_one_card_per_event_threaded_by_alert() {
+    let app = TestApp::spawn_with(&one_target(
+        "google_chat",
+        "{chat}/v1/spaces/AAAA/messages?key=the-key&token=the-token",
+        "",
+    ))
+    .await;
+    mount_alert(&app.sekoia).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/spaces/AAAA/messages"))
+        .and(query_param("key", "the-key"))
+        .and(query_param("token", "the-token"))
+        .and(query_param(
+            "messageReplyOption",
+            "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "spaces/AAAA/messages/m1", "thread": {"name": "spaces/AAAA/threads/t1"}})),
+        )
+        .expect(2)
+        .mount(&app.chat)
+        .await;
+
+    for fixture in ["webhook-alert-created.json", "webhook-alert-updated.json"] {
+        assert_eq!(app.post_event(&fixture_json(fixture)).await.status(), 202);
+    }
+    let got = wait_for(&app.chat, "/v1/spaces/AAAA/messages", 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert_eq!(content_type(r), Some("application/json"));
+        let body = body_json(r);
+        assert_eq!(body["thread"]["threadKey"], ALERT_UUID, "{body}");
+        let card = &body["cardsV2"][0]["card"];
+        let text = card.to_string();
+        for fact in [
+            "Cobalt Strike beacon HTTP traffic",
+            "Major (70)",
+            "Paris HQ",
+            "ALEY4fqz8moo",
+        ] {
+            assert!(text.contains(fact), "{fact} missing: {text}");
+        }
+        assert_eq!(
+            card.pointer("/sections/1/widgets/0/buttonList/buttons/0/onClick/openLink/url")
+                .or_else(|| card
+                    .pointer("/sections/2/widgets/0/buttonList/buttons/0/onClick/openLink/url")),
+            Some(&json!(
+                "https://app.sekoia.test/operations/alerts/ALEY4fqz8moo"
+            )),
+            "{card}"
+        );
+    }
+    app.chat.verify().await;
+}
+
+/// `check` on a config whose only target is `target` (TOML), run as the real binary: its
+/// exit code and everything it printed.
+fn check_with_target(target: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}/relay.db\"\n[targets.t]\n{target}\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"t\"]\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write config");
+    let mut perms = std::fs::metadata(&config).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&config, perms).expect("chmod");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env_remove("SEKOIA_RELAY_CONFIG")
+        .output()
+        .expect("run check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_warns_about_a_google_chat_url_without_its_credentials() {
+    let (code, text) = check_with_target(
+        "kind = \"google_chat\"\nurl = \"https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=secret-token\"",
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("`key` or `token`"), "{text}");
+    assert!(
+        !text.contains("secret-token"),
+        "the URL is a secret: {text}"
+    );
+    let (_, text) = check_with_target(
+        "kind = \"google_chat\"\nurl = \"https://chat.googleapis.com/v1/spaces/S/messages\"",
+    );
+    assert!(text.contains("lacks its `key` or `token`"), "{text}");
+    assert!(text.contains("https://chat.googleapis.com"), "{text}");
+}
