@@ -378,13 +378,17 @@ impl Deliverer {
             ),
             _ => format!("HTTP {}", r.status),
         };
-        let retry_after = if matches!(r.status, 429 | 503) {
+        let header_wait = if matches!(r.status, 429 | 503) {
             r.retry_after
                 .as_deref()
                 .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
         } else {
             None
         };
+        // The longer of the header's and the body's wait (Discord gives both): never retry
+        // before the target said.
+        let retry_after =
+            header_wait.max(target.kind.spec().retry_after_from_body(r.status, &r.body));
         Answer {
             status: Some(r.status),
             verdict,

@@ -11,17 +11,19 @@ pub enum TargetKind {
     Mattermost,
     Chime,
     GoogleChat,
+    Discord,
     Webhook,
     Console,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 7] = [
+    pub const ALL: [TargetKind; 8] = [
         TargetKind::Teams,
         TargetKind::Slack,
         TargetKind::Mattermost,
         TargetKind::Chime,
         TargetKind::GoogleChat,
+        TargetKind::Discord,
         TargetKind::Webhook,
         TargetKind::Console,
     ];
@@ -34,6 +36,7 @@ impl TargetKind {
             TargetKind::Mattermost => "mattermost",
             TargetKind::Chime => "chime",
             TargetKind::GoogleChat => "google_chat",
+            TargetKind::Discord => "discord",
             TargetKind::Webhook => "webhook",
             TargetKind::Console => "console",
         }
@@ -84,7 +87,7 @@ mod tests {
         }
         assert_eq!(
             TargetKind::try_from("irc".to_string()).unwrap_err(),
-            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, webhook or console)"
+            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, webhook or console)"
         );
     }
 }

@@ -136,9 +136,11 @@ fn urgency_text(urgency: &Value) -> String {
     }
 }
 
-fn urgency_color(state: &State, urgency: &Value, kind: Option<&str>) -> Result<String, Error> {
+/// The kind's colour value: a string (`#RRGGBB`, a Teams name) or, for Discord, a number.
+fn urgency_color(state: &State, urgency: &Value, kind: Option<&str>) -> Result<Value, Error> {
     let kind = kind_for(state, kind)?;
-    Ok(urgency::urgency_color(value_of(urgency), kind).to_string())
+    let band = value_of(urgency).map(urgency::UrgencyBand::from_value);
+    Ok(Value::from_serialize(kind.spec().urgency_color_value(band)))
 }
 
 fn urgency_emoji(urgency: &Value) -> String {

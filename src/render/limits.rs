@@ -81,7 +81,7 @@ fn collect_shrinkable<'a>(v: &'a mut Value, key: Option<&str>, out: &mut Vec<&'a
 /// The byte level `L` such that cutting every string longer than `L` down to `L` saves at
 /// least `excess` bytes, as high as possible (so the cut is spread over the longest strings
 /// rather than wiping one of them). `lens` is sorted longest first.
-fn water_level(lens: &[usize], excess: usize) -> Option<usize> {
+pub(crate) fn water_level(lens: &[usize], excess: usize) -> Option<usize> {
     let mut sum = 0usize;
     for (k, len) in lens.iter().enumerate() {
         sum += len;

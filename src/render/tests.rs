@@ -134,6 +134,7 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         .flat_map(|s| s["widgets"].as_array().into_iter().flatten())
         .filter_map(|w| w.pointer("/buttonList/buttons/0/onClick/openLink/url"));
     let urls = [
+        v.pointer("/embeds/0/url"),
         v.pointer("/attachments/0/content/actions/0/url"),
         v.pointer("/attachments/0/title_link"),
         v.pointer("/blocks")
@@ -188,6 +189,9 @@ fn settings(extra: &str, base_dir: &Path) -> Settings {
         [targets.google_chat]
         kind = "google_chat"
         url = "https://example.invalid/v1/spaces/S/messages?key=k&token=t"
+        [targets.discord]
+        kind = "discord"
+        url = "https://example.invalid/api/webhooks/1/t"
         [targets.webhook]
         kind = "webhook"
         url = "https://example.invalid/soar"
@@ -395,6 +399,35 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
             if let Some(key) = v.pointer("/thread/threadKey") {
                 assert!(key.as_str().is_some_and(|k| !k.is_empty()), "{case}");
             }
+        }
+        TargetKind::Discord => {
+            assert_eq!(v["allowed_mentions"], json!({"parse": []}), "{case}");
+            let embeds = v["embeds"].as_array().expect("embeds");
+            assert!((1..=10).contains(&embeds.len()), "{case}");
+            let mut total = 0;
+            for e in embeds {
+                assert!(e["color"].is_u64(), "{case}: color {}", e["color"]);
+                assert!((1..=256).contains(&chars(&e["title"])), "{case}");
+                assert!(chars(&e["description"]) <= 4096, "{case}");
+                assert!(
+                    e["url"].as_str().is_some_and(|u| u.starts_with("https://")),
+                    "{case}"
+                );
+                let fields = e["fields"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                assert!(fields.len() <= 25, "{case}");
+                for f in fields {
+                    assert!((1..=256).contains(&chars(&f["name"])), "{case}");
+                    assert!((1..=1024).contains(&chars(&f["value"])), "{case}");
+                    total += chars(&f["name"]) + chars(&f["value"]);
+                }
+                assert!(chars(&e["footer"]["text"]) <= 2048, "{case}");
+                total +=
+                    chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]);
+            }
+            assert!(total <= 6000, "{case}: {total} characters");
         }
         TargetKind::Webhook => {
             assert_eq!(v["version"], "1", "{case}");

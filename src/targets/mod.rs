@@ -8,6 +8,7 @@
 //! tests. The facts behind each kind's numbers are in `docs/targets.md`.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -16,6 +17,7 @@ use crate::render::UrgencyBand;
 
 pub mod chime;
 pub mod console;
+pub mod discord;
 pub mod google_chat;
 pub mod mattermost;
 pub mod slack;
@@ -97,9 +99,21 @@ pub trait TargetKindSpec: Sync {
     }
 
     /// The URL to POST to, from the configured one: kinds whose options travel in the query
-    /// (Google Chat's `messageReplyOption`) add them here.
+    /// (Google Chat's `messageReplyOption`, Discord's `wait`) add them here.
     fn request_url<'a>(&self, url: &'a str) -> Cow<'a, str> {
         Cow::Borrowed(url)
+    }
+
+    /// The wait an answer's body asks for (Discord's JSON `retry_after`), on top of the
+    /// `Retry-After` header; `None`: the header alone counts.
+    fn retry_after_from_body(&self, _status: u16, _body: &str) -> Option<Duration> {
+        None
+    }
+
+    /// The value `urgency_color` gives a template: the colour as a string, unless the
+    /// kind wants a number (Discord's integer embed `color`).
+    fn urgency_color_value(&self, band: Option<UrgencyBand>) -> Value {
+        Value::from(self.urgency_color(band))
     }
 }
 
@@ -112,6 +126,7 @@ impl TargetKind {
             TargetKind::Mattermost => &mattermost::Mattermost,
             TargetKind::Chime => &chime::Chime,
             TargetKind::GoogleChat => &google_chat::GoogleChat,
+            TargetKind::Discord => &discord::Discord,
             TargetKind::Webhook => &webhook::Webhook,
             TargetKind::Console => &console::Console,
         }
@@ -222,6 +237,7 @@ mod tests {
             TargetKind::GoogleChat.spec().default_rate_limit_per_sec(),
             1
         );
+        assert_eq!(TargetKind::Discord.spec().default_rate_limit_per_sec(), 1);
     }
 
     #[test]

@@ -91,6 +91,72 @@ async fn google_chat_gets_one_card_per_event_threaded_by_alert() {
     app.chat.verify().await;
 }
 
+/// Discord answers 429 once with only a JSON `retry_after`, then 204/200: the relay waited.
+#[tokio::test]
+async fn discord_gets_an_embed_with_wait_and_its_json_retry_after_is_honoured() {
+    let app = TestApp::spawn_with(&one_target("discord", "{chat}/api/webhooks/123/tok", "")).await;
+    mount_alert(&app.sekoia).await;
+    let throttled = Timed::new(ResponseTemplate::new(429).set_body_json(
+        json!({"message": "You are being rate limited.", "retry_after": 0.8, "global": false}),
+    ));
+    let ok = Timed::new(ResponseTemplate::new(200).set_body_json(json!({"id": "1"})));
+    Mock::given(method("POST"))
+        .and(path("/api/webhooks/123/tok"))
+        .and(query_param("wait", "true"))
+        .respond_with(throttled.clone())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/webhooks/123/tok"))
+        .and(query_param("wait", "true"))
+        .respond_with(ok.clone())
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    let got = wait_for(&app.chat, "/api/webhooks/123/tok", 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    let (first, second) = (throttled.arrivals(), ok.arrivals());
+    let waited = second[0] - first[0];
+    // The test schedule starts at 20 ms and no Retry-After header was sent: only the body's
+    // retry_after explains this wait.
+    assert!(
+        waited >= Duration::from_millis(790),
+        "retried after {waited:?}"
+    );
+    let body = body_json(&got[1]);
+    assert_eq!(content_type(&got[1]), Some("application/json"));
+    assert_eq!(body["allowed_mentions"], json!({"parse": []}));
+    let embed = &body["embeds"][0];
+    assert_eq!(embed["color"], json!(0xD13438), "{embed}");
+    assert_eq!(
+        embed["url"],
+        "https://app.sekoia.test/operations/alerts/ALEY4fqz8moo"
+    );
+    assert!(embed["title"]
+        .as_str()
+        .is_some_and(|t| t.contains("Cobalt Strike beacon HTTP traffic")));
+    let fields = embed["fields"].as_array().expect("fields");
+    assert!(fields
+        .iter()
+        .any(|f| f["name"] == "Urgency" && f["value"] == "Major (70)"));
+    app.chat.verify().await;
+    let list = app.cli(&["dead-letters", "list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("no dead letters"),
+        "a 429 is not a dead letter"
+    );
+}
+
 /// `check` on a config whose only target is `target` (TOML), run as the real binary: its
 /// exit code and everything it printed.
 fn check_with_target(target: &str) -> (Option<i32>, String) {
@@ -138,4 +204,16 @@ fn check_warns_about_a_google_chat_url_without_its_credentials() {
     );
     assert!(text.contains("lacks its `key` or `token`"), "{text}");
     assert!(text.contains("https://chat.googleapis.com"), "{text}");
+}
+
+#[test]
+fn check_warns_about_a_discord_url_that_is_not_a_webhook() {
+    let (code, text) = check_with_target(
+        "kind = \"discord\"\nurl = \"https://discord.com/api/webhooks/1/secret-token\"",
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("/api/webhooks/ path"), "{text}");
+    let (_, text) =
+        check_with_target("kind = \"discord\"\nurl = \"https://discord.com/channels/1/2\"");
+    assert!(text.contains("no /api/webhooks/ path"), "{text}");
 }

@@ -350,8 +350,9 @@ mod tests {
             let url = if kind.spec().output() == Output::StdoutText {
                 String::new()
             } else {
-                // A URL every kind's checks accept (Teams' sig, Google Chat's key and token).
-                "url = \"https://x.invalid/1?sig=a&key=k&token=t\"\n".to_string()
+                // A URL every kind's checks accept (Teams' sig, Google Chat's key and token,
+                // Discord's path).
+                "url = \"https://x.invalid/api/webhooks/1?sig=a&key=k&token=t\"\n".to_string()
             };
             text.push_str(&format!(
                 "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{file}\"\n"
