@@ -272,6 +272,9 @@ pub struct TargetSettings {
     // webhook extras
     #[serde(default)]
     pub headers: BTreeMap<String, SecretString>,
+    // pagerduty: the Events API v2 integration key, added to each event when it is sent
+    #[serde(default)]
+    pub routing_key: Option<SecretString>,
 }
 
 impl TargetSettings {
@@ -292,11 +295,19 @@ impl TargetSettings {
         value.as_deref().filter(|v| !v.is_empty())
     }
 
-    /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
-    pub fn safe_host(&self) -> String {
+    /// The URL messages are posted to: `url`, else the kind's default (PagerDuty's Events
+    /// API); `None` for `console`.
+    pub fn post_url(&self) -> Option<&str> {
         self.url
             .as_ref()
-            .map(|u| crate::secrets::redact_url(u.expose_secret()))
+            .map(|u| u.expose_secret())
+            .or_else(|| self.kind.spec().default_url())
+    }
+
+    /// `scheme://host[:port]` of the target URL: the only part of it that may be logged.
+    pub fn safe_host(&self) -> String {
+        self.post_url()
+            .map(crate::secrets::redact_url)
             .unwrap_or_else(|| "stdout".into())
     }
 }
@@ -667,7 +678,7 @@ fn referenced_vars(s: &str) -> Vec<String> {
 fn is_secret_key(key: &str) -> bool {
     let parts: Vec<&str> = key.split('.').collect();
     match parts[..] {
-        ["targets", _, "url"] | ["sekoia", "api_key"] => true,
+        ["targets", _, "url" | "routing_key"] | ["sekoia", "api_key"] => true,
         ["targets", _, "headers", ..] => true,
         [hook, "api_key"] => hook.starts_with("hooks["),
         _ => false,
@@ -814,10 +825,26 @@ impl Settings {
                     "targets.{name}: target names may only use a-z, 0-9, _ and -"
                 ));
             }
-            if t.kind.spec().output() == Output::StdoutText {
+            let spec = t.kind.spec();
+            let has_key = t
+                .routing_key
+                .as_ref()
+                .is_some_and(|k| !k.expose_secret().trim().is_empty());
+            if spec.uses_routing_key() && !has_key {
+                problems.push(format!(
+                    "targets.{name}: `routing_key` is required for kind {} (the service's Events API v2 integration key)",
+                    t.kind
+                ));
+            } else if !spec.uses_routing_key() && t.routing_key.is_some() {
+                problems.push(format!(
+                    "targets.{name}: `routing_key` is only for kind pagerduty"
+                ));
+            }
+            if spec.output() == Output::StdoutText {
                 continue;
             }
             match &t.url {
+                None if spec.default_url().is_some() => {}
                 None => problems.push(format!(
                     "targets.{name}: `url` is required for kind {}",
                     t.kind

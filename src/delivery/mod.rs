@@ -368,7 +368,7 @@ impl Deliverer {
             (Verdict::Delivered, _) => String::new(),
             (Verdict::Redirected, _) => policy::redirect_error(
                 r.status,
-                target.url.as_ref().map(|u| u.expose_secret()).unwrap_or(""),
+                target.post_url().unwrap_or(""),
                 r.location.as_deref(),
             ),
             // A 2xx that is a failure: say which error the body carried.

@@ -58,15 +58,18 @@ impl Sender {
                 })
                 .map_err(|e| format!("cannot write to stdout: {e}"));
         }
-        let Some(url) = &target.url else {
+        let Some(url) = target.post_url() else {
             return Err("target has no url".into());
         };
-        let url = target.kind.spec().request_url(url.expose_secret());
+        let spec = target.kind.spec();
+        let url = spec.request_url(url);
+        let routing_key = target.routing_key.as_ref().map(|k| k.expose_secret());
+        let body = spec.prepare_body(body, routing_key);
         let mut req = self
             .http
             .post(url.as_ref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+            .body(body.into_owned());
         for (name, value) in &target.headers {
             req = req.header(name.as_str(), value.expose_secret());
         }

@@ -12,18 +12,20 @@ pub enum TargetKind {
     Chime,
     GoogleChat,
     Discord,
+    PagerDuty,
     Webhook,
     Console,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 8] = [
+    pub const ALL: [TargetKind; 9] = [
         TargetKind::Teams,
         TargetKind::Slack,
         TargetKind::Mattermost,
         TargetKind::Chime,
         TargetKind::GoogleChat,
         TargetKind::Discord,
+        TargetKind::PagerDuty,
         TargetKind::Webhook,
         TargetKind::Console,
     ];
@@ -37,6 +39,7 @@ impl TargetKind {
             TargetKind::Chime => "chime",
             TargetKind::GoogleChat => "google_chat",
             TargetKind::Discord => "discord",
+            TargetKind::PagerDuty => "pagerduty",
             TargetKind::Webhook => "webhook",
             TargetKind::Console => "console",
         }
@@ -87,7 +90,7 @@ mod tests {
         }
         assert_eq!(
             TargetKind::try_from("irc".to_string()).unwrap_err(),
-            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, webhook or console)"
+            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, pagerduty, webhook or console)"
         );
     }
 }

@@ -35,6 +35,9 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("urgency_emoji", urgency_emoji);
     env.add_filter("format_time", format_time);
     env.add_filter("changes_text", changes_text);
+    for kind in TargetKind::ALL {
+        kind.spec().register_template_functions(env);
+    }
 }
 
 /// `event.attributes.updated` as one line (see [`text::describe_changes`]); `""` when absent.
@@ -105,7 +108,7 @@ fn one_line(value: &Value) -> Value {
 }
 
 /// `current_value` (the live urgency) or `value` of an urgency object, or a bare number.
-fn value_of(urgency: &Value) -> Option<i64> {
+pub(crate) fn value_of(urgency: &Value) -> Option<i64> {
     if let Ok(n) = i64::try_from(urgency.clone()) {
         return Some(n);
     }

@@ -30,8 +30,8 @@ pub fn enforce_field_limits(kind: TargetKind, body: &mut Value) {
 
 /// Keys whose string values are never shortened by [`shrink_to_fit`]: links (a cut URL is a
 /// broken button) and protocol tokens (a cut `type` is an invalid payload; a cut Google Chat
-/// `threadKey` would start a new thread).
-const PROTECTED_KEYS: [&str; 18] = [
+/// `threadKey` would start a new thread, a cut PagerDuty `dedup_key` a new incident).
+const PROTECTED_KEYS: [&str; 23] = [
     "url",
     "title_link",
     "icon_url",
@@ -50,6 +50,11 @@ const PROTECTED_KEYS: [&str; 18] = [
     "link",
     "threadKey",
     "cardId",
+    "dedup_key",
+    "event_action",
+    "severity",
+    "href",
+    "client_url",
 ];
 
 /// Strings shorter than this are left alone: cutting them saves little and they are the

@@ -88,6 +88,23 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         );
         return;
     }
+    if kind == TargetKind::PagerDuty {
+        // PagerDuty shows text as typed (no Markdown, no mentions): the summary stays one
+        // line, and the only link is the relay's own, to the app.
+        assert!(
+            v["payload"]["summary"]
+                .as_str()
+                .is_some_and(|s| !s.contains('\n')),
+            "{case}"
+        );
+        for link in [&v["links"][0]["href"], &v["client_url"]] {
+            assert!(
+                link.as_str().is_some_and(|u| u.starts_with(APP_URL)),
+                "{case}: {link}"
+            );
+        }
+        return;
+    }
     let mut texts = Vec::new();
     strings(&v, false, &mut texts);
     for (plain, text) in texts {
@@ -192,6 +209,9 @@ fn settings(extra: &str, base_dir: &Path) -> Settings {
         [targets.discord]
         kind = "discord"
         url = "https://example.invalid/api/webhooks/1/t"
+        [targets.pagerduty]
+        kind = "pagerduty"
+        routing_key = "0123456789abcdef0123456789abcdef"
         [targets.webhook]
         kind = "webhook"
         url = "https://example.invalid/soar"
@@ -428,6 +448,41 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
                     chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]);
             }
             assert!(total <= 6000, "{case}: {total} characters");
+        }
+        TargetKind::PagerDuty => {
+            assert!(
+                ["trigger", "acknowledge", "resolve"]
+                    .contains(&v["event_action"].as_str().unwrap_or_default()),
+                "{case}"
+            );
+            if let Some(key) = v.get("dedup_key") {
+                assert!(
+                    key.as_str()
+                        .is_some_and(|k| (1..=255).contains(&k.chars().count())),
+                    "{case}"
+                );
+            }
+            assert!(
+                v.get("routing_key").is_none(),
+                "{case}: the key is added when sending"
+            );
+            let summary = &v["payload"]["summary"];
+            assert!((1..=1024).contains(&chars(summary)), "{case}");
+            assert!(
+                summary.as_str().is_some_and(|s| !s.contains('\n')),
+                "{case}"
+            );
+            assert!(
+                ["critical", "error", "warning", "info"]
+                    .contains(&v["payload"]["severity"].as_str().unwrap_or_default()),
+                "{case}"
+            );
+            assert!(
+                v["links"][0]["href"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("https://")),
+                "{case}"
+            );
         }
         TargetKind::Webhook => {
             assert_eq!(v["version"], "1", "{case}");

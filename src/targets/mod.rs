@@ -20,6 +20,7 @@ pub mod console;
 pub mod discord;
 pub mod google_chat;
 pub mod mattermost;
+pub mod pagerduty;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -115,6 +116,34 @@ pub trait TargetKindSpec: Sync {
     fn urgency_color_value(&self, band: Option<UrgencyBand>) -> Value {
         Value::from(self.urgency_color(band))
     }
+
+    /// The URL messages go to when the target sets none (PagerDuty's Events API); `None`:
+    /// `url` is required.
+    fn default_url(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether targets of this kind take a `routing_key` (required then, refused otherwise):
+    /// PagerDuty's integration key.
+    fn uses_routing_key(&self) -> bool {
+        false
+    }
+
+    /// The body as sent, from the rendered one: PagerDuty adds the `routing_key` here, so the
+    /// secret is never part of a rendered (shown, stored) body.
+    fn prepare_body<'a>(&self, body: &'a str, _routing_key: Option<&str>) -> Cow<'a, str> {
+        Cow::Borrowed(body)
+    }
+
+    /// Template functions and filters only this kind's template needs (PagerDuty's
+    /// `pagerduty_action` and `pagerduty_severity`), registered once for every template.
+    fn register_template_functions(&self, _env: &mut minijinja::Environment<'static>) {}
+
+    /// The bodies `send-test` posts, in order, from the rendered test message: that message,
+    /// unless the kind must undo it (PagerDuty resolves its test incident).
+    fn send_test_bodies(&self, body: &str) -> Vec<String> {
+        vec![body.to_string()]
+    }
 }
 
 impl TargetKind {
@@ -127,6 +156,7 @@ impl TargetKind {
             TargetKind::Chime => &chime::Chime,
             TargetKind::GoogleChat => &google_chat::GoogleChat,
             TargetKind::Discord => &discord::Discord,
+            TargetKind::PagerDuty => &pagerduty::PagerDuty,
             TargetKind::Webhook => &webhook::Webhook,
             TargetKind::Console => &console::Console,
         }
@@ -238,6 +268,7 @@ mod tests {
             1
         );
         assert_eq!(TargetKind::Discord.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::PagerDuty.spec().default_rate_limit_per_sec(), 2);
     }
 
     #[test]

@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 const ALERT_UUID: &str = "5696845f-9ecf-4431-9f0f-48ee0ee2eff1";
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdef012345";
 
 /// One target named `t` of `kind` at `url`, unpaced, the only target of hook `soc`.
 fn one_target(kind: &str, url: &str, extra: &str) -> String {
@@ -32,6 +33,27 @@ targets = ["t"]
 
 fn content_type(r: &wiremock::Request) -> Option<&str> {
     r.headers.get("content-type").and_then(|v| v.to_str().ok())
+}
+
+/// The Alert API answers `uuid` with `alert.json` carrying `status` (and its stage).
+async fn mount_alert_with_status(sekoia: &MockServer, uuid: &str, status: &str, stage: &str) {
+    let mut alert = fixture_json("alert.json");
+    alert["uuid"] = json!(uuid);
+    alert["status"]["name"] = json!(status);
+    alert["custom_status"]["label"] = json!(status);
+    alert["custom_status"]["stage"] = json!(stage);
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/sic/alerts/{uuid}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(alert))
+        .mount(sekoia)
+        .await;
+}
+
+fn event(action: &str, uuid: &str) -> Value {
+    let mut e = fixture_json("webhook-alert-created.json");
+    e["action"] = json!(action);
+    e["attributes"]["uuid"] = json!(uuid);
+    e
 }
 
 #[tokio::test]
@@ -157,6 +179,177 @@ async fn discord_gets_an_embed_with_wait_and_its_json_retry_after_is_honoured() 
     );
 }
 
+/// created → trigger, Acknowledged → acknowledge, Closed → resolve, Rejected → resolve,
+/// deleted → resolve; `dedup_key` is the alert uuid and `routing_key` comes from config.
+#[tokio::test]
+async fn pagerduty_events_follow_the_alert_status() {
+    let app = TestApp::spawn_with(&one_target(
+        "pagerduty",
+        "{chat}/v2/enqueue",
+        &format!("routing_key = \"{ROUTING_KEY}\""),
+    ))
+    .await;
+    let cases = [
+        (
+            "created",
+            "00000000-0000-4000-8000-000000000001",
+            "Pending",
+            "open",
+            "trigger",
+        ),
+        (
+            "updated",
+            "00000000-0000-4000-8000-000000000002",
+            "Acknowledged",
+            "in_progress",
+            "acknowledge",
+        ),
+        (
+            "updated",
+            "00000000-0000-4000-8000-000000000003",
+            "Closed",
+            "closed",
+            "resolve",
+        ),
+        (
+            "updated",
+            "00000000-0000-4000-8000-000000000004",
+            "Rejected",
+            "closed",
+            "resolve",
+        ),
+    ];
+    for (_, uuid, status, stage, _) in cases {
+        mount_alert_with_status(&app.sekoia, uuid, status, stage).await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/v2/enqueue"))
+        .respond_with(ResponseTemplate::new(202).set_body_json(
+            json!({"status": "success", "message": "Event processed", "dedup_key": "x"}),
+        ))
+        .expect(5)
+        .mount(&app.chat)
+        .await;
+
+    for (action, uuid, _, _, _) in cases {
+        assert_eq!(app.post_event(&event(action, uuid)).await.status(), 202);
+    }
+    let deleted_uuid = "00000000-0000-4000-8000-000000000005";
+    assert_eq!(
+        app.post_event(&event("deleted", deleted_uuid))
+            .await
+            .status(),
+        202
+    );
+    let got = wait_for(&app.chat, "/v2/enqueue", 5, WAIT).await;
+    assert_eq!(got.len(), 5);
+    let bodies: Vec<Value> = got.iter().map(body_json).collect();
+    let by_key = |uuid: &str| {
+        bodies
+            .iter()
+            .find(|b| b["dedup_key"] == uuid)
+            .unwrap_or_else(|| panic!("no event for {uuid}: {bodies:#?}"))
+    };
+    for (_, uuid, _, _, want) in cases {
+        let b = by_key(uuid);
+        assert_eq!(b["event_action"], want, "{uuid}: {b}");
+        assert_eq!(b["routing_key"], ROUTING_KEY);
+        assert_eq!(b["payload"]["severity"], "error", "Major (70) → error");
+        assert_eq!(b["payload"]["source"], "Paris HQ");
+        assert!(b["payload"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("Cobalt Strike beacon HTTP traffic")));
+        assert_eq!(
+            b["links"][0]["href"],
+            "https://app.sekoia.test/operations/alerts/ALEY4fqz8moo"
+        );
+    }
+    let deleted = by_key(deleted_uuid);
+    assert_eq!(deleted["event_action"], "resolve");
+    assert_eq!(deleted["routing_key"], ROUTING_KEY);
+    for r in &got {
+        assert_eq!(content_type(r), Some("application/json"));
+    }
+    app.chat.verify().await;
+}
+
+/// 400 (invalid event) is a dead letter at once, PagerDuty's errors kept and the routing key
+/// not; 429 pauses and is retried until the 202.
+#[tokio::test]
+async fn pagerduty_400_is_a_dead_letter_and_429_is_retried() {
+    let app = TestApp::spawn_with(&format!(
+        r#"
+[targets.bad]
+kind = "pagerduty"
+url = "{{chat}}/bad/enqueue"
+routing_key = "{ROUTING_KEY}"
+rate_limit_per_sec = 0
+[targets.busy]
+kind = "pagerduty"
+url = "{{chat}}/busy/enqueue"
+routing_key = "{ROUTING_KEY}"
+rate_limit_per_sec = 0
+[[hooks]]
+name = "soc"
+id = "{HOOK_ID}"
+targets = ["bad", "busy"]
+"#
+    ))
+    .await;
+    mount_alert_with_status(&app.sekoia, ALERT_UUID, "Pending", "open").await;
+    Mock::given(path("/bad/enqueue"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "invalid event",
+            "message": "Event object is invalid",
+            "errors": ["'payload.summary' is missing or blank"]
+        })))
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+    Mock::given(path("/busy/enqueue"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&app.chat)
+        .await;
+    Mock::given(path("/busy/enqueue"))
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"status": "success"})))
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    wait_for(&app.chat, "/busy/enqueue", 3, WAIT).await;
+    wait_for(&app.chat, "/bad/enqueue", 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.chat.verify().await;
+
+    let json = app.cli(&["dead-letters", "list", "--json"]);
+    let text = String::from_utf8_lossy(&json.stdout).to_string();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0]["target"], "bad");
+    assert!(rows[0]["response"]
+        .as_str()
+        .is_some_and(|r| r.contains("payload.summary")));
+    assert!(
+        !text.contains(ROUTING_KEY),
+        "the routing key is not stored: {text}"
+    );
+    assert!(rows[0]["body"]
+        .as_str()
+        .is_some_and(|b| b.contains("\"event_action\":\"trigger\"")));
+}
+
 /// `check` on a config whose only target is `target` (TOML), run as the real binary: its
 /// exit code and everything it printed.
 fn check_with_target(target: &str) -> (Option<i32>, String) {
@@ -216,4 +409,26 @@ fn check_warns_about_a_discord_url_that_is_not_a_webhook() {
     let (_, text) =
         check_with_target("kind = \"discord\"\nurl = \"https://discord.com/channels/1/2\"");
     assert!(text.contains("no /api/webhooks/ path"), "{text}");
+}
+
+#[test]
+fn check_requires_the_pagerduty_routing_key_and_refuses_it_elsewhere() {
+    let (code, text) = check_with_target("kind = \"pagerduty\"");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("`routing_key` is required"), "{text}");
+    // With its key, no url is needed (the Events API is the default), and the key is never
+    // printed.
+    let (code, text) = check_with_target(&format!(
+        "kind = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\""
+    ));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains(ROUTING_KEY), "{text}");
+    let (code, text) = check_with_target(
+        "kind = \"discord\"\nurl = \"https://discord.com/api/webhooks/1/t\"\nrouting_key = \"x\"",
+    );
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("`routing_key` is only for kind pagerduty"),
+        "{text}"
+    );
 }

@@ -354,8 +354,13 @@ mod tests {
                 // Discord's path).
                 "url = \"https://x.invalid/api/webhooks/1?sig=a&key=k&token=t\"\n".to_string()
             };
+            let key = if kind.spec().uses_routing_key() {
+                "routing_key = \"0123456789abcdef0123456789abcdef\"\n"
+            } else {
+                ""
+            };
             text.push_str(&format!(
-                "[targets.{kind}]\nkind = \"{kind}\"\n{url}template = \"{file}\"\n"
+                "[targets.{kind}]\nkind = \"{kind}\"\n{url}{key}template = \"{file}\"\n"
             ));
         }
         let s =
