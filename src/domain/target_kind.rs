@@ -13,12 +13,13 @@ pub enum TargetKind {
     GoogleChat,
     Discord,
     PagerDuty,
+    Webex,
     Webhook,
     Console,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 9] = [
+    pub const ALL: [TargetKind; 10] = [
         TargetKind::Teams,
         TargetKind::Slack,
         TargetKind::Mattermost,
@@ -26,6 +27,7 @@ impl TargetKind {
         TargetKind::GoogleChat,
         TargetKind::Discord,
         TargetKind::PagerDuty,
+        TargetKind::Webex,
         TargetKind::Webhook,
         TargetKind::Console,
     ];
@@ -40,6 +42,7 @@ impl TargetKind {
             TargetKind::GoogleChat => "google_chat",
             TargetKind::Discord => "discord",
             TargetKind::PagerDuty => "pagerduty",
+            TargetKind::Webex => "webex",
             TargetKind::Webhook => "webhook",
             TargetKind::Console => "console",
         }
@@ -90,7 +93,7 @@ mod tests {
         }
         assert_eq!(
             TargetKind::try_from("irc".to_string()).unwrap_err(),
-            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, pagerduty, webhook or console)"
+            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, pagerduty, webex, webhook or console)"
         );
     }
 }

@@ -122,7 +122,12 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
                 assert!(!lower.contains(mention), "{case}: {mention} in {text:?}");
             }
         }
-        if !plain && (kind == TargetKind::Chime || kind == TargetKind::Mattermost) {
+        if !plain
+            && matches!(
+                kind,
+                TargetKind::Chime | TargetKind::Mattermost | TargetKind::Webex
+            )
+        {
             assert!(!text.contains('<'), "{case}: raw HTML in {text:?}");
         }
         if kind == TargetKind::GoogleChat {
@@ -209,6 +214,9 @@ fn settings(extra: &str, base_dir: &Path) -> Settings {
         [targets.discord]
         kind = "discord"
         url = "https://example.invalid/api/webhooks/1/t"
+        [targets.webex]
+        kind = "webex"
+        url = "https://example.invalid/v1/webhooks/incoming/x"
         [targets.pagerduty]
         kind = "pagerduty"
         routing_key = "0123456789abcdef0123456789abcdef"
@@ -448,6 +456,15 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
                     chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]);
             }
             assert!(total <= 6000, "{case}: {total} characters");
+        }
+        TargetKind::Webex => {
+            let md = v["markdown"].as_str().expect("markdown");
+            assert!(md.len() <= 7439, "{case}: {} bytes", md.len());
+            assert!(md.starts_with("### "), "{case}");
+            assert!(
+                md.contains("](https://app.sekoia.io"),
+                "{case}: no link to the app"
+            );
         }
         TargetKind::PagerDuty => {
             assert!(

@@ -23,6 +23,7 @@ pub mod mattermost;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;
+pub mod webex;
 pub mod webhook;
 
 /// How a kind's messages leave the relay.
@@ -157,6 +158,7 @@ impl TargetKind {
             TargetKind::GoogleChat => &google_chat::GoogleChat,
             TargetKind::Discord => &discord::Discord,
             TargetKind::PagerDuty => &pagerduty::PagerDuty,
+            TargetKind::Webex => &webex::Webex,
             TargetKind::Webhook => &webhook::Webhook,
             TargetKind::Console => &console::Console,
         }
@@ -269,6 +271,7 @@ mod tests {
         );
         assert_eq!(TargetKind::Discord.spec().default_rate_limit_per_sec(), 1);
         assert_eq!(TargetKind::PagerDuty.spec().default_rate_limit_per_sec(), 2);
+        assert_eq!(TargetKind::Webex.spec().default_rate_limit_per_sec(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, query_param};
+use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
@@ -348,6 +348,146 @@ targets = ["bad", "busy"]
     assert!(rows[0]["body"]
         .as_str()
         .is_some_and(|b| b.contains("\"event_action\":\"trigger\"")));
+}
+
+#[tokio::test]
+async fn webex_gets_one_markdown_message() {
+    let app = TestApp::spawn_with(&one_target(
+        "webex",
+        "{chat}/v1/webhooks/incoming/Y2lzY29zcGFyazovL3VzL1dFQkhPT0s",
+        "",
+    ))
+    .await;
+    mount_alert(&app.sekoia).await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1/webhooks/incoming/Y2lzY29zcGFyazovL3VzL1dFQkhPT0s",
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+
+    assert_eq!(
+        app.post_event(&fixture_json("webhook-alert-created.json"))
+            .await
+            .status(),
+        202
+    );
+    let got = wait_for(
+        &app.chat,
+        "/v1/webhooks/incoming/Y2lzY29zcGFyazovL3VzL1dFQkhPT0s",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(content_type(&got[0]), Some("application/json"));
+    let body = body_json(&got[0]);
+    let obj = body.as_object().expect("an object");
+    assert_eq!(obj.keys().collect::<Vec<_>>(), vec!["markdown"]);
+    let md = body["markdown"].as_str().expect("markdown");
+    assert!(md.starts_with("### "), "{md}");
+    assert!(
+        md.contains("(https://app.sekoia.test/operations/alerts/ALEY4fqz8moo)"),
+        "{md}"
+    );
+    assert!(md.contains("**Urgency:** Major (70)"), "{md}");
+    app.chat.verify().await;
+}
+
+#[tokio::test]
+async fn send_test_reaches_each_new_kind() {
+    let chat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/(gchat|discord|webex|pd)"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "success"})))
+        .mount(&chat)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+path = "{dir}/relay.db"
+[targets.gchat]
+kind = "google_chat"
+url = "{uri}/gchat/v1/spaces/S/messages?key=k&token=t"
+[targets.discord]
+kind = "discord"
+url = "{uri}/discord/api/webhooks/1/t"
+[targets.webex]
+kind = "webex"
+url = "{uri}/webex/v1/webhooks/incoming/abc"
+[targets.pd]
+kind = "pagerduty"
+url = "{uri}/pd/v2/enqueue"
+routing_key = "{ROUTING_KEY}"
+[[hooks]]
+name = "soc"
+id = "{HOOK_ID}"
+targets = ["gchat", "discord", "webex", "pd"]
+"#,
+            dir = dir.path().display(),
+            uri = chat.uri()
+        ),
+    )
+    .expect("write config");
+    for target in ["gchat", "discord", "webex", "pd"] {
+        let config = config.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+                .arg("--config")
+                .arg(&config)
+                .args(["send-test", target])
+                .output()
+                .expect("run send-test")
+        })
+        .await
+        .expect("join");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{target}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("delivered"), "{target}: {text}");
+    }
+    let all = chat.received_requests().await.unwrap_or_default();
+    let on = |prefix: &str| -> Vec<&wiremock::Request> {
+        all.iter()
+            .filter(|r| r.url.path().starts_with(prefix))
+            .collect()
+    };
+    assert!(on("/gchat")[0]
+        .url
+        .query()
+        .is_some_and(|q| q.contains("messageReplyOption=")));
+    assert!(on("/discord")[0]
+        .url
+        .query()
+        .is_some_and(|q| q.contains("wait=true")));
+    for prefix in ["/gchat", "/discord", "/webex"] {
+        let reqs = on(prefix);
+        assert_eq!(reqs.len(), 1, "{prefix}");
+        assert!(
+            String::from_utf8_lossy(&reqs[0].body).contains("[TEST from sekoia-relay"),
+            "{prefix}: not marked as a test"
+        );
+    }
+    // PagerDuty: a marked trigger, then a resolve of the same dedup_key, so the test
+    // incident does not stay open.
+    let pd: Vec<Value> = on("/pd").into_iter().map(body_json).collect();
+    assert_eq!(pd.len(), 2, "{pd:#?}");
+    assert_eq!(pd[0]["event_action"], "trigger");
+    assert!(pd[0]["payload"]["summary"]
+        .as_str()
+        .is_some_and(|s| s.contains("[TEST from sekoia-relay")));
+    assert_eq!(pd[1]["event_action"], "resolve");
+    assert_eq!(pd[1]["dedup_key"], pd[0]["dedup_key"]);
+    assert!(pd.iter().all(|b| b["routing_key"] == ROUTING_KEY));
 }
 
 /// `check` on a config whose only target is `target` (TOML), run as the real binary: its
