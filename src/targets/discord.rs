@@ -243,11 +243,8 @@ fn discord_problems(body: &Value) -> Vec<String> {
         };
         for (j, f) in fields.iter().enumerate() {
             for key in ["name", "value"] {
-                if !f
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| !s.trim().is_empty())
-                {
+                let text = f.get(key).and_then(Value::as_str);
+                if text.is_none_or(|s| s.trim().is_empty()) {
                     out.push(format!(
                         "embeds[{i}].fields[{j}].{key} must be a non-empty string"
                     ));
