@@ -405,13 +405,8 @@ async fn send_test_reaches_each_new_kind() {
         .mount(&chat)
         .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[store]
-path = "{dir}/relay.db"
+    let config = format!(
+        r#"
 [targets.gchat]
 kind = "google_chat"
 url = "{uri}/gchat/v1/spaces/S/messages?key=k&token=t"
@@ -430,29 +425,15 @@ name = "soc"
 id = "{HOOK_ID}"
 targets = ["gchat", "discord", "webex", "pd"]
 "#,
-            dir = dir.path().display(),
-            uri = chat.uri()
-        ),
-    )
-    .expect("write config");
+        uri = chat.uri()
+    );
     for target in ["gchat", "discord", "webex", "pd"] {
-        let config = config.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
-                .arg("--config")
-                .arg(&config)
-                .args(["send-test", target])
-                .output()
-                .expect("run send-test")
-        })
-        .await
-        .expect("join");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{target}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (dir, config) = (dir.path().to_path_buf(), config.clone());
+        let (code, text) =
+            tokio::task::spawn_blocking(move || run_cli(&dir, &config, &["send-test", target]))
+                .await
+                .expect("join");
+        assert_eq!(code, Some(0), "{target}: {text}");
         assert!(text.contains("delivered"), "{target}: {text}");
     }
     let all = chat.received_requests().await.unwrap_or_default();
@@ -490,35 +471,38 @@ targets = ["gchat", "discord", "webex", "pd"]
     assert!(pd.iter().all(|b| b["routing_key"] == ROUTING_KEY));
 }
 
-/// `check` on a config whose only target is `target` (TOML), run as the real binary: its
-/// exit code and everything it printed.
-fn check_with_target(target: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}/relay.db\"\n[targets.t]\n{target}\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"t\"]\n",
-            dir.path().display()
-        ),
-    )
-    .expect("write config");
-    let mut perms = std::fs::metadata(&config).expect("stat").permissions();
+/// Write `config` (TOML; a `[store]` in `dir` is prepended) as an owner-only file, as an
+/// operator keeps it, and run the real binary on it with `args`: its exit code and
+/// everything it printed.
+fn run_cli(dir: &std::path::Path, config: &str, args: &[&str]) -> (Option<i32>, String) {
+    let path = dir.join("config.toml");
+    let text = format!("[store]\npath = \"{}/relay.db\"\n{config}", dir.display());
+    std::fs::write(&path, text).expect("write config");
+    let mut perms = std::fs::metadata(&path).expect("stat").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-    std::fs::set_permissions(&config, perms).expect("chmod");
+    std::fs::set_permissions(&path, perms).expect("chmod");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
         .arg("--config")
-        .arg(&config)
-        .arg("check")
+        .arg(&path)
+        .args(args)
         .env_remove("SEKOIA_RELAY_CONFIG")
         .output()
-        .expect("run check");
-    let text = format!(
+        .expect("run the binary");
+    let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.code(), text)
+    (out.status.code(), printed)
+}
+
+/// `check` on a config whose only target is `target` (TOML keys).
+fn check_with_target(target: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[targets.t]\n{target}\n[[hooks]]\nname = \"soc\"\nid = \"{HOOK_ID}\"\ntargets = [\"t\"]\n"
+    );
+    run_cli(dir.path(), &config, &["check"])
 }
 
 #[test]
