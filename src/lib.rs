@@ -6,8 +6,9 @@
 //!
 //! 1. **Receive** — [`routes::hooks`]: `POST /hooks/{id}` checks the hook, the client address,
 //!    the size, the content type, and parses the version-2 event ([`domain::event`]).
-//! 2. **Persist** — [`store`]: the event and one delivery row per target are committed to
-//!    SQLite (group commit) *before* the relay answers 202. Duplicates answer 200.
+//! 2. **Persist** — [`store`]: the event and one delivery row per target are committed
+//!    *before* the relay answers 202, to embedded SQLite (group commit) or to PostgreSQL
+//!    shared by several replicas (leases, shared pacing). Duplicates answer 200.
 //! 3. **Enrich** — [`sekoia`]: the full alert is fetched once from the Alert API (cache,
 //!    rate limit, retries until a deadline); on failure the message goes out unenriched.
 //! 4. **Render** — [`render`]: a MiniJinja template per target kind builds the exact request

@@ -28,7 +28,10 @@ use crate::retry;
 use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
 use crate::state::Runtime;
-use crate::store::{now_ms, sleep_until_ms, slot_interval_ms, Claimed, Outcome, Store};
+use crate::store::{
+    now_ms, sleep_until_ms, slot_interval_ms, target_pacing_key as pacing_key, Claimed, Outcome,
+    Store,
+};
 use policy::Verdict;
 pub use sender::Sender;
 
@@ -405,6 +408,11 @@ impl Deliverer {
     /// any `Retry-After` pause hold across all replicas; otherwise, or while the store cannot
     /// answer, this process's token bucket paces alone.
     async fn pace(&self, target: &str, rate: u32, state: &TargetState) -> bool {
+        if rate == 0 {
+            // Unlimited: no slot to share, and a shared pause was already checked when the
+            // row was claimed (a round trip per send on one hot row would serialise replicas).
+            return true;
+        }
         let (key, interval) = (pacing_key(target), slot_interval_ms(rate));
         loop {
             let at = match self.store.reserve_slot(&key, interval).await {
@@ -480,11 +488,6 @@ impl Deliverer {
             Err(e) => Prepared::Fail(format!("render failed: {e}")),
         }
     }
-}
-
-/// The shared pacing key of a target.
-fn pacing_key(target: &str) -> String {
-    format!("target:{target}")
 }
 
 enum Prepared {

@@ -398,6 +398,31 @@ async fn pg_send_slots_are_shared_and_spaced() {
     assert!(b.reserve_slot("target:other", 100).await.unwrap() < until);
 }
 
+/// Unlimited targets reserve no slots; a pause set by any replica holds their claims instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_paused_target_is_not_claimed_by_any_replica() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (pg_replica(&db, 30).await, pg_replica(&db, 30).await);
+    a.ingest(event("k1", &["soar", "other"])).await.unwrap();
+    a.pause(&target_pacing_key("soar"), now_ms() + 600)
+        .await
+        .unwrap();
+    assert!(b.claim("soar", 10).await.unwrap().is_empty(), "paused");
+    assert_eq!(
+        b.claim("other", 10).await.unwrap().len(),
+        1,
+        "others are not"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(
+        b.claim("soar", 10).await.unwrap().len(),
+        1,
+        "after the pause"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_replicas_starting_together_migrate_once() {
     let Some(db) = TestDb::create().await else {

@@ -189,6 +189,12 @@ pub fn now_ms() -> i64 {
 /// one-second window at or under the documented limit (rounding down would let 3/s through a
 /// 3/s limit plus one every few seconds); an unlimited key still takes a slot, so that a
 /// shared `Retry-After` pause holds it back.
+/// The shared pacing key of a target (its rate-limit slots and `Retry-After` pause).
+pub fn target_pacing_key(target: &str) -> String {
+    format!("target:{target}")
+}
+
+/// Milliseconds between two send slots at `per_sec` (0 = unlimited: no slots).
 pub fn slot_interval_ms(per_sec: u32) -> i64 {
     if per_sec == 0 {
         0

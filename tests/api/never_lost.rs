@@ -48,6 +48,30 @@ async fn start(routing: &str, delivery: &str) -> TestApp {
     TestApp::start_text(sekoia, chat, dir, &text).await
 }
 
+/// One JSON-webhook target `soar` on the chat mock, the only target of hook `soc`.
+const SOAR: &str = "[targets.soar]\nkind = \"webhook\"\nurl = \"{chat}/soar\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"soar\"]\n";
+
+/// `/soar` answers each response of `script` the given number of times, in order (each
+/// verified with `.expect`), then nothing.
+async fn soar_answers(app: &TestApp, script: Vec<(ResponseTemplate, u64)>) {
+    for (response, times) in script {
+        Mock::given(path("/soar"))
+            .respond_with(response)
+            .up_to_n_times(times)
+            .expect(times)
+            .mount(&app.chat)
+            .await;
+    }
+}
+
+/// Post the created-alert fixture and require a 202.
+async fn post_created(app: &TestApp) {
+    let res = app
+        .post_event(&fixture_json("webhook-alert-created.json"))
+        .await;
+    assert_eq!(res.status().as_u16(), 202);
+}
+
 fn webhook_hook(targets: &[&str]) -> String {
     let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
     format!(
@@ -93,10 +117,7 @@ async fn a_redirecting_target_is_a_dead_letter_naming_the_new_host_and_nothing_f
             .await;
     }
 
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
 
     let dead = wait_dead(&app, 4, WAIT).await;
     assert_eq!(dead.len(), 4, "{dead:?}");
@@ -126,11 +147,7 @@ async fn an_alert_api_redirect_is_not_followed_and_the_alert_goes_out_unenriched
         .expect(0)
         .mount(&elsewhere)
         .await;
-    let app = start(
-        "[targets.soar]\nkind = \"webhook\"\nurl = \"{chat}/soar\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"soar\"]\n",
-        "",
-    )
-    .await;
+    let app = start(SOAR, "").await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(302).insert_header(
             "Location",
@@ -144,10 +161,7 @@ async fn an_alert_api_redirect_is_not_followed_and_the_alert_goes_out_unenriched
         .await;
     mount_chat_ok(&app.chat).await;
 
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
     let got = wait_for(&app.chat, "/soar", 1, WAIT).await;
     assert_eq!(got.len(), 1);
     let body = body_json(&got[0]);
@@ -163,30 +177,20 @@ async fn an_alert_api_redirect_is_not_followed_and_the_alert_goes_out_unenriched
 async fn a_target_down_for_longer_than_ten_attempts_still_gets_the_alert() {
     // No max_attempts (the default: no cap) and a compressed schedule: 25 failures in a row,
     // more than the old default cap of 10, then the target is back.
-    let app = start(
-        "[targets.soar]\nkind = \"webhook\"\nurl = \"{chat}/soar\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"soar\"]\n",
-        "",
-    )
-    .await;
+    let app = start(SOAR, "").await;
     let text = std::fs::read_to_string(&app.config_path).unwrap();
     assert!(!text.contains("max_attempts"), "the default applies");
     mount_alert(&app.sekoia).await;
-    Mock::given(path("/soar"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(25)
-        .expect(25)
-        .mount(&app.chat)
-        .await;
-    Mock::given(path("/soar"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .expect(1)
-        .mount(&app.chat)
-        .await;
+    soar_answers(
+        &app,
+        vec![
+            (ResponseTemplate::new(503), 25),
+            (ResponseTemplate::new(200).set_body_string("ok"), 1),
+        ],
+    )
+    .await;
 
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
     let got = wait_for(&app.chat, "/soar", 26, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 26);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -207,10 +211,7 @@ async fn refused_connections_are_retried_until_max_age_then_dead_lettered() {
     .await;
     mount_alert(&app.sekoia).await;
     let posted = Instant::now();
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(dead_letters(&app).is_empty(), "dead before max_age_secs");
@@ -229,35 +230,23 @@ async fn refused_connections_are_retried_until_max_age_then_dead_lettered() {
 
 #[tokio::test]
 async fn throttling_never_uses_up_attempts() {
-    let app = start(
-        "[targets.soar]\nkind = \"webhook\"\nurl = \"{chat}/soar\"\n[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"soar\"]\n",
-        "max_attempts = 2",
-    )
-    .await;
+    let app = start(SOAR, "max_attempts = 2").await;
     mount_alert(&app.sekoia).await;
     // Five 429s (two with Retry-After: 0, three without), far past max_attempts = 2.
-    Mock::given(path("/soar"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&app.chat)
-        .await;
-    Mock::given(path("/soar"))
-        .respond_with(ResponseTemplate::new(429))
-        .up_to_n_times(3)
-        .expect(3)
-        .mount(&app.chat)
-        .await;
-    Mock::given(path("/soar"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .expect(1)
-        .mount(&app.chat)
-        .await;
+    soar_answers(
+        &app,
+        vec![
+            (
+                ResponseTemplate::new(429).insert_header("Retry-After", "0"),
+                2,
+            ),
+            (ResponseTemplate::new(429), 3),
+            (ResponseTemplate::new(200).set_body_string("ok"), 1),
+        ],
+    )
+    .await;
 
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
     let got = wait_for(&app.chat, "/soar", 6, WAIT).await;
     assert_eq!(got.len(), 6);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,9 +360,6 @@ async fn header_secrets_are_sent_to_the_configured_host_only() {
         .expect(1)
         .mount(&app.chat)
         .await;
-    let res = app
-        .post_event(&fixture_json("webhook-alert-created.json"))
-        .await;
-    assert_eq!(res.status().as_u16(), 202);
+    post_created(&app).await;
     assert_eq!(wait_for(&app.chat, "/soar", 1, WAIT).await.len(), 1);
 }

@@ -226,46 +226,38 @@ impl PgStore {
         Ok(self.inner.pool.get().await?)
     }
 
+    /// Persist an event and its deliveries in one statement (one round trip, one commit), or
+    /// find the duplicate.
+    ///
+    /// The dedup row is inserted, or taken over from an entry older than the window: then
+    /// this event is accepted and its rows are inserted by the same statement. A key inserted
+    /// by a concurrent, not yet committed statement makes this one wait for it; then the
+    /// conflict is seen and the WHERE fails: a duplicate.
     pub async fn ingest(&self, ev: NewEvent) -> Result<Ingested, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let client = self.client().await?;
         let now = now_ms();
         let event_id = uuid::Uuid::now_v7().to_string();
-        // Inserted, or taken over from an entry older than the window: this one is accepted.
-        // A key inserted by a concurrent, not yet committed transaction makes this wait for
-        // it; then the conflict is seen and the WHERE fails: a duplicate.
-        let claimed = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "INSERT INTO dedup AS d (dedup_key, public_id, received_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (dedup_key) DO UPDATE
-                       SET public_id = EXCLUDED.public_id, received_at = EXCLUDED.received_at
-                       WHERE d.received_at < $4
-                     RETURNING d.public_id",
-                )
-                .await?,
-                &[&ev.dedup_key, &event_id, &now, &(now - ev.dedup_window_ms)],
-            )
-            .await?;
-        if claimed.is_none() {
-            let row = tx
-                .query_one(
-                    "SELECT public_id FROM dedup WHERE dedup_key = $1",
-                    &[&ev.dedup_key],
-                )
-                .await?;
-            tx.commit().await?;
-            return Ok(Ingested::Duplicate {
-                event_id: row.get(0),
-            });
-        }
-        let row = tx
+        let row = client
             .query_one(
-                &tx.prepare_cached(
-                    "INSERT INTO events (public_id, hook, dedup_key, type, action, alert_uuid, short_id, body, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                )
-                .await?,
+                &client
+                    .prepare_cached(
+                        "WITH d AS (
+                           INSERT INTO dedup AS d (dedup_key, public_id, received_at) VALUES ($3, $1, $9)
+                           ON CONFLICT (dedup_key) DO UPDATE
+                             SET public_id = EXCLUDED.public_id, received_at = EXCLUDED.received_at
+                             WHERE d.received_at < $11
+                           RETURNING d.public_id),
+                         e AS (
+                           INSERT INTO events (public_id, hook, dedup_key, type, action, alert_uuid, short_id, body, received_at)
+                           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM d)
+                           RETURNING id),
+                         x AS (
+                           INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at)
+                           SELECT e.id, t, 'pending', $9, $9, $9 FROM e, unnest($10::text[]) AS t)
+                         SELECT EXISTS (SELECT 1 FROM d),
+                                (SELECT public_id FROM dedup WHERE dedup_key = $3)",
+                    )
+                    .await?,
                 &[
                     &event_id,
                     &ev.hook,
@@ -276,21 +268,28 @@ impl PgStore {
                     &ev.short_id,
                     &ev.body,
                     &now,
+                    &ev.targets,
+                    &(now - ev.dedup_window_ms),
                 ],
             )
             .await?;
-        let id: i64 = row.get(0);
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at)
-                 SELECT $1, t, 'pending', $3, $3, $3 FROM unnest($2::text[]) AS t",
-            )
-            .await?,
-            &[&id, &ev.targets, &now],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Ingested::Accepted { event_id })
+        if row.get::<_, bool>(0) {
+            return Ok(Ingested::Accepted { event_id });
+        }
+        // A duplicate. The statement's snapshot may predate the winner's commit (it waited
+        // for it): then read the winner now.
+        let existing: Option<String> = row.get(1);
+        let event_id = match existing {
+            Some(id) => id,
+            None => client
+                .query_one(
+                    "SELECT public_id FROM dedup WHERE dedup_key = $1",
+                    &[&ev.dedup_key],
+                )
+                .await?
+                .get(0),
+        };
+        Ok(Ingested::Duplicate { event_id })
     }
 
     pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
@@ -304,6 +303,9 @@ impl PgStore {
                            SELECT id FROM deliveries
                            WHERE state = 'pending' AND target = $1 AND next_at <= $2
                              AND (lease_until IS NULL OR lease_until < $2)
+                             -- A Retry-After seen by any replica holds the whole target.
+                             AND NOT EXISTS (SELECT 1 FROM pacing p
+                                             WHERE p.key = $6 AND p.paused_until > $2)
                            ORDER BY next_at, id LIMIT $3
                            FOR UPDATE SKIP LOCKED)
                          UPDATE deliveries d SET claimed_by = $4, lease_until = $2 + $5
@@ -318,6 +320,7 @@ impl PgStore {
                     &(limit as i64),
                     &self.inner.replica,
                     &self.inner.lease_ms,
+                    &super::target_pacing_key(target),
                 ],
             )
             .await?;
