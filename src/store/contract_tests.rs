@@ -243,22 +243,32 @@ async fn pg_the_same_event_on_two_replicas_is_accepted_once() {
     for i in 0..100 {
         for replica in [a.clone(), b.clone()] {
             tasks.push(tokio::spawn(async move {
-                replica.ingest(event(&format!("k{i}"), &["t"])).await
+                (i, replica.ingest(event(&format!("k{i}"), &["t"])).await)
             }));
         }
     }
-    let mut accepted = HashSet::new();
-    let mut duplicates = 0;
+    // Both replicas batch their ingests: keys meet across batches and replicas.
+    let mut accepted = std::collections::HashMap::new();
+    let mut duplicates = Vec::new();
     for t in tasks {
-        match t.await.unwrap().unwrap() {
-            Ingested::Accepted { event_id } => assert!(accepted.insert(event_id)),
-            Ingested::Duplicate { event_id } => {
-                duplicates += 1;
-                assert!(!event_id.is_empty());
+        match t.await.unwrap() {
+            (i, Ok(Ingested::Accepted { event_id })) => {
+                assert!(
+                    accepted.insert(i, event_id).is_none(),
+                    "k{i} accepted twice"
+                )
             }
+            (i, Ok(Ingested::Duplicate { event_id })) => duplicates.push((i, event_id)),
+            (i, Err(e)) => panic!("k{i}: {e}"),
         }
     }
-    assert_eq!((accepted.len(), duplicates), (100, 100));
+    assert_eq!((accepted.len(), duplicates.len()), (100, 100));
+    for (i, event_id) in duplicates {
+        assert_eq!(
+            accepted[&i], event_id,
+            "a duplicate names the accepted event"
+        );
+    }
     assert_eq!(
         a.depth().await.unwrap().pending,
         100,

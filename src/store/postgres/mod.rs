@@ -14,6 +14,7 @@
 //! Times are the replicas' clocks in unix ms, like SQLite: run NTP on the hosts (a skew eats
 //! into `lease_secs`).
 
+mod ingest;
 mod tls;
 
 use std::path::PathBuf;
@@ -165,6 +166,8 @@ struct Inner {
     replica: String,
     lease_ms: i64,
     describe: String,
+    /// Group commit of webhooks (see [`ingest`]).
+    ingest: ingest::IngestQueue,
     /// Stops the lease renewal when the last handle is dropped.
     _renewal: DropGuard,
 }
@@ -206,6 +209,7 @@ impl PgStore {
             lease_ms,
             stop.clone(),
         ));
+        let ingest = ingest::IngestQueue::start(pool.clone());
         tracing::info!(store = %describe, %replica, lease_secs = settings.lease_secs, "PostgreSQL store open");
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -213,6 +217,7 @@ impl PgStore {
                 replica,
                 lease_ms,
                 describe,
+                ingest,
                 _renewal: stop.drop_guard(),
             }),
         })
@@ -226,70 +231,15 @@ impl PgStore {
         Ok(self.inner.pool.get().await?)
     }
 
-    /// Persist an event and its deliveries in one statement (one round trip, one commit), or
-    /// find the duplicate.
+    /// Persist an event and its deliveries, or find the duplicate: queued for the next group
+    /// commit (see [`ingest`]), answered after that commit.
     ///
     /// The dedup row is inserted, or taken over from an entry older than the window: then
     /// this event is accepted and its rows are inserted by the same statement. A key inserted
     /// by a concurrent, not yet committed statement makes this one wait for it; then the
-    /// conflict is seen and the WHERE fails: a duplicate.
+    /// conflict is seen and the event is a duplicate.
     pub async fn ingest(&self, ev: NewEvent) -> Result<Ingested, StoreError> {
-        let client = self.client().await?;
-        let now = now_ms();
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "WITH d AS (
-                           INSERT INTO dedup AS d (dedup_key, public_id, received_at) VALUES ($3, $1, $9)
-                           ON CONFLICT (dedup_key) DO UPDATE
-                             SET public_id = EXCLUDED.public_id, received_at = EXCLUDED.received_at
-                             WHERE d.received_at < $11
-                           RETURNING d.public_id),
-                         e AS (
-                           INSERT INTO events (public_id, hook, dedup_key, type, action, alert_uuid, short_id, body, received_at)
-                           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM d)
-                           RETURNING id),
-                         x AS (
-                           INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at)
-                           SELECT e.id, t, 'pending', $9, $9, $9 FROM e, unnest($10::text[]) AS t)
-                         SELECT EXISTS (SELECT 1 FROM d),
-                                (SELECT public_id FROM dedup WHERE dedup_key = $3)",
-                    )
-                    .await?,
-                &[
-                    &event_id,
-                    &ev.hook,
-                    &ev.dedup_key,
-                    &ev.kind,
-                    &ev.action,
-                    &ev.alert_uuid,
-                    &ev.short_id,
-                    &ev.body,
-                    &now,
-                    &ev.targets,
-                    &(now - ev.dedup_window_ms),
-                ],
-            )
-            .await?;
-        if row.get::<_, bool>(0) {
-            return Ok(Ingested::Accepted { event_id });
-        }
-        // A duplicate. The statement's snapshot may predate the winner's commit (it waited
-        // for it): then read the winner now.
-        let existing: Option<String> = row.get(1);
-        let event_id = match existing {
-            Some(id) => id,
-            None => client
-                .query_one(
-                    "SELECT public_id FROM dedup WHERE dedup_key = $1",
-                    &[&ev.dedup_key],
-                )
-                .await?
-                .get(0),
-        };
-        Ok(Ingested::Duplicate { event_id })
+        self.inner.ingest.ingest(ev).await
     }
 
     pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
