@@ -24,7 +24,7 @@ use super::super::{now_ms, Ingested, NewEvent, StoreError};
 
 /// Most events in one statement: big enough to absorb a burst on two cores, small enough that
 /// one batch's arrays stay a few hundred KiB.
-pub(super) const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 
 /// Batches being written at once (each holds one pooled connection while it runs).
 const FLUSH_SLOTS: usize = 4;
@@ -103,13 +103,13 @@ async fn flush(pool: &Pool, batch: Vec<Waiting>) {
         let mut result = write(pool, &plan, &group, window_ms).await;
         for _ in 0..DEADLOCK_RETRIES {
             match &result {
-                Err(e) if is_deadlock(e) => {
+                Err(Failure::Deadlock(_)) => {
                     result = write(pool, &plan, &group, window_ms).await;
                 }
                 _ => break,
             }
         }
-        answer(group, &plan, result);
+        answer(group, &plan, result.map_err(Failure::into_message));
     }
 }
 
@@ -175,7 +175,7 @@ async fn write(
     plan: &Plan,
     group: &[Waiting],
     window_ms: i64,
-) -> Result<HashMap<String, Verdict>, StoreError> {
+) -> Result<HashMap<String, Verdict>, Failure> {
     let n = plan.leaders.len();
     let mut public_id = Vec::with_capacity(n);
     let mut hook = Vec::with_capacity(n);
@@ -204,7 +204,7 @@ async fn write(
     }
     let now = now_ms();
     let cutoff = now - window_ms;
-    let client = pool.get().await?;
+    let client = pool.get().await.map_err(|e| Failure::Other(e.into()))?;
     let statement = client.prepare_cached(INGEST_BATCH).await?;
     let rows = client
         .query(
@@ -267,19 +267,47 @@ async fn write(
     Ok(verdicts)
 }
 
-fn is_deadlock(e: &StoreError) -> bool {
-    // The message is all that crosses the module boundary; PostgreSQL's text for 40P01.
-    matches!(e, StoreError::Postgres(m) if m.contains("deadlock detected"))
+/// Why a batch was not written: a deadlock with another replica's batch is worth another try.
+enum Failure {
+    Deadlock(StoreError),
+    Other(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) {
+            Failure::Deadlock(e.into())
+        } else {
+            Failure::Other(e.into())
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl Failure {
+    /// The message each waiter gets (its own error: `StoreError` is not `Clone`).
+    fn into_message(self) -> String {
+        match self {
+            Failure::Deadlock(StoreError::Postgres(m))
+            | Failure::Other(StoreError::Postgres(m)) => m,
+            Failure::Deadlock(e) | Failure::Other(e) => e.to_string(),
+        }
+    }
 }
 
 /// Answer every waiter of a group: a leader by its verdict, a later waiter with the same key
 /// as a duplicate of whatever its leader's key now belongs to.
-fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdict>, StoreError>) {
+fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdict>, String>) {
     let verdicts = match result {
         Ok(v) => v,
-        Err(e) => {
-            let text = e.to_string();
+        Err(text) => {
             for w in group {
+                // The PostgreSQL message as it was, not wrapped a second time.
                 let _ = w.reply.send(Err(StoreError::Postgres(text.clone())));
             }
             return;
@@ -330,5 +358,14 @@ mod tests {
         let plan = Plan::new(&group);
         assert_eq!(plan.leader_of, vec![0, 1, 0, 3, 1]);
         assert_eq!(plan.leaders, vec![1, 0, 3]);
+    }
+
+    #[test]
+    fn a_failed_batch_passes_on_the_postgresql_message_once() {
+        let e = Failure::Other(StoreError::Postgres(
+            "FATAL: the database is shutting down".into(),
+        ));
+        let answered = StoreError::Postgres(e.into_message()).to_string();
+        assert_eq!(answered, "PostgreSQL: FATAL: the database is shutting down");
     }
 }
