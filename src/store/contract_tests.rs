@@ -72,6 +72,7 @@ contract!(
     ingest_then_duplicate,
     a_key_is_accepted_again_after_the_window,
     concurrent_ingests_are_all_committed_once,
+    concurrent_successes_are_all_recorded,
     claims_are_exclusive_and_outcomes_recorded,
     released_rows_can_be_claimed_again,
     a_retry_that_does_not_count_keeps_the_attempt_count,
@@ -137,6 +138,33 @@ async fn concurrent_ingests_are_all_committed_once(store: Store) {
     }
     assert_eq!(accepted, 100);
     assert_eq!(store.depth().await.unwrap().pending, 200);
+}
+
+async fn concurrent_successes_are_all_recorded(store: Store) {
+    for i in 0..150 {
+        store.ingest(event(&format!("k{i}"), &["a"])).await.unwrap();
+    }
+    let claimed = store.claim("a", 150).await.unwrap();
+    assert_eq!(claimed.len(), 150);
+    // Mixed outcomes at once: successes share batches (PostgreSQL), the others do not.
+    let mut tasks = Vec::new();
+    for (i, c) in claimed.into_iter().enumerate() {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let outcome = if i % 10 == 0 {
+                dead()
+            } else {
+                Outcome::Delivered { status: 200 }
+            };
+            s.complete(c.id, outcome).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let depth = store.depth().await.unwrap();
+    assert_eq!((depth.pending, depth.inflight, depth.dead), (0, 0, 15));
+    assert!(store.claim("a", 150).await.unwrap().is_empty());
 }
 
 async fn claims_are_exclusive_and_outcomes_recorded(store: Store) {
@@ -372,6 +400,11 @@ async fn pg_only_the_lease_holder_records_an_outcome() {
     assert_eq!(fresh.id, stale.id);
     a.complete(stale.id, dead()).await.unwrap();
     assert_eq!(b.depth().await.unwrap().dead, 0, "A's late outcome ignored");
+    // A late success too (written by A's group commit).
+    a.complete(stale.id, Outcome::Delivered { status: 200 })
+        .await
+        .unwrap();
+    assert_eq!(b.depth().await.unwrap().inflight, 1, "A's late success ignored");
     b.complete(fresh.id, Outcome::Delivered { status: 200 })
         .await
         .unwrap();

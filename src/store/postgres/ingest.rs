@@ -1,12 +1,4 @@
-//! Group commit for PostgreSQL: concurrent ingests share one statement and one commit.
-//!
-//! Each webhook used to pay a whole statement and a WAL flush of its own; under a burst the
-//! PostgreSQL server spent its CPU on per-statement work (parse, plan, executor start, commit)
-//! rather than on rows. Here an ingest is queued; a batcher takes everything queued at that
-//! moment (up to [`MAX_BATCH`]) and writes it with one multi-row statement. A handful of
-//! batches may be in flight at once ([`FLUSH_SLOTS`]), so a slow commit never idles the
-//! others, and while they are all busy the queue grows into the next, larger batch. A lone
-//! request is written at once: nothing waits for a batch to fill.
+//! Group commit of ingests (see [`super::batch`]): concurrent webhooks share one statement.
 //!
 //! Every waiter is answered only after its batch committed (persist, then ack) or with the
 //! batch's error (the route answers 503). Dedup is decided per key as before
@@ -15,12 +7,11 @@
 //! key twice.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::super::{now_ms, Ingested, NewEvent, StoreError};
+use super::batch::{Batcher, Failure, Job};
 
 /// Most events in one statement: big enough to absorb a burst on two cores, small enough that
 /// one batch's arrays stay a few hundred KiB.
@@ -29,65 +20,35 @@ const MAX_BATCH: usize = 256;
 /// Batches being written at once (each holds one pooled connection while it runs).
 const FLUSH_SLOTS: usize = 4;
 
-/// Ingests waiting for a batch; beyond this `ingest` waits (backpressure, never a drop).
-const QUEUE: usize = 4 * MAX_BATCH;
-
 /// How many times a batch that lost a deadlock to another replica's batch is tried again.
 const DEADLOCK_RETRIES: usize = 3;
 
-struct Waiting {
+/// An event waiting for its batch, with the public id it gets if it is accepted.
+struct Pending {
     ev: NewEvent,
     event_id: String,
-    reply: oneshot::Sender<Result<Ingested, StoreError>>,
 }
+
+type Waiting = Job<Pending, Ingested>;
 
 /// The sending side; the batcher task ends when the last handle is dropped.
 pub(super) struct IngestQueue {
-    tx: mpsc::Sender<Waiting>,
+    batcher: Batcher<Pending, Ingested>,
 }
 
 impl IngestQueue {
     pub(super) fn start(pool: Pool) -> IngestQueue {
-        let (tx, rx) = mpsc::channel(QUEUE);
         let slots = FLUSH_SLOTS.min(pool.status().max_size.max(1));
-        tokio::spawn(batcher(pool, rx, slots));
-        IngestQueue { tx }
+        let batcher = Batcher::start(slots, MAX_BATCH, move |batch| {
+            let pool = pool.clone();
+            async move { flush(&pool, batch).await }
+        });
+        IngestQueue { batcher }
     }
 
     pub(super) async fn ingest(&self, ev: NewEvent) -> Result<Ingested, StoreError> {
-        let (reply, answer) = oneshot::channel();
         let event_id = uuid::Uuid::now_v7().to_string();
-        self.tx
-            .send(Waiting {
-                ev,
-                event_id,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-async fn batcher(pool: Pool, mut rx: mpsc::Receiver<Waiting>, slots: usize) {
-    let slots = Arc::new(Semaphore::new(slots));
-    while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        // Whatever queued up while the slot was awaited joins this batch.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            flush(&pool, batch).await;
-            drop(slot);
-        });
+        self.batcher.submit(Pending { ev, event_id }).await
     }
 }
 
@@ -96,7 +57,7 @@ async fn flush(pool: &Pool, batch: Vec<Waiting>) {
     // One statement per dedup window: the window is a config value, so in practice one.
     let mut by_window: HashMap<i64, Vec<Waiting>> = HashMap::new();
     for w in batch {
-        by_window.entry(w.ev.dedup_window_ms).or_default().push(w);
+        by_window.entry(w.item.ev.dedup_window_ms).or_default().push(w);
     }
     for (window_ms, group) in by_window {
         let plan = Plan::new(&group);
@@ -128,10 +89,10 @@ impl Plan {
         let mut first: HashMap<&str, usize> = HashMap::with_capacity(group.len());
         let mut leader_of = Vec::with_capacity(group.len());
         for (i, w) in group.iter().enumerate() {
-            leader_of.push(*first.entry(w.ev.dedup_key.as_str()).or_insert(i));
+            leader_of.push(*first.entry(w.item.ev.dedup_key.as_str()).or_insert(i));
         }
         let mut leaders: Vec<usize> = (0..group.len()).filter(|&i| leader_of[i] == i).collect();
-        leaders.sort_by(|&a, &b| group[a].ev.dedup_key.cmp(&group[b].ev.dedup_key));
+        leaders.sort_by(|&a, &b| group[a].item.ev.dedup_key.cmp(&group[b].item.ev.dedup_key));
         Plan { leaders, leader_of }
     }
 }
@@ -189,16 +150,16 @@ async fn write(
     let mut target_name = Vec::new();
     for &i in &plan.leaders {
         let w = &group[i];
-        public_id.push(w.event_id.as_str());
-        hook.push(w.ev.hook.as_str());
-        dedup_key.push(w.ev.dedup_key.as_str());
-        kind.push(w.ev.kind.as_str());
-        action.push(w.ev.action.as_str());
-        alert_uuid.push(w.ev.alert_uuid.as_deref());
-        short_id.push(w.ev.short_id.as_deref());
-        body.push(w.ev.body.as_str());
-        for t in &w.ev.targets {
-            target_event.push(w.event_id.as_str());
+        public_id.push(w.item.event_id.as_str());
+        hook.push(w.item.ev.hook.as_str());
+        dedup_key.push(w.item.ev.dedup_key.as_str());
+        kind.push(w.item.ev.kind.as_str());
+        action.push(w.item.ev.action.as_str());
+        alert_uuid.push(w.item.ev.alert_uuid.as_deref());
+        short_id.push(w.item.ev.short_id.as_deref());
+        body.push(w.item.ev.body.as_str());
+        for t in &w.item.ev.targets {
+            target_event.push(w.item.event_id.as_str());
             target_name.push(t.as_str());
         }
     }
@@ -241,7 +202,7 @@ async fn write(
         let keys: HashMap<&str, &str> = plan
             .leaders
             .iter()
-            .map(|&i| (group[i].event_id.as_str(), group[i].ev.dedup_key.as_str()))
+            .map(|&i| (group[i].item.event_id.as_str(), group[i].item.ev.dedup_key.as_str()))
             .collect();
         let wanted: Vec<&str> = unknown
             .iter()
@@ -267,39 +228,6 @@ async fn write(
     Ok(verdicts)
 }
 
-/// Why a batch was not written: a deadlock with another replica's batch is worth another try.
-enum Failure {
-    Deadlock(StoreError),
-    Other(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) {
-            Failure::Deadlock(e.into())
-        } else {
-            Failure::Other(e.into())
-        }
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Other(e)
-    }
-}
-
-impl Failure {
-    /// The message each waiter gets (its own error: `StoreError` is not `Clone`).
-    fn into_message(self) -> String {
-        match self {
-            Failure::Deadlock(StoreError::Postgres(m))
-            | Failure::Other(StoreError::Postgres(m)) => m,
-            Failure::Deadlock(e) | Failure::Other(e) => e.to_string(),
-        }
-    }
-}
-
 /// Answer every waiter of a group: a leader by its verdict, a later waiter with the same key
 /// as a duplicate of whatever its leader's key now belongs to.
 fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdict>, String>) {
@@ -308,7 +236,7 @@ fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdi
         Err(text) => {
             for w in group {
                 // The PostgreSQL message as it was, not wrapped a second time.
-                let _ = w.reply.send(Err(StoreError::Postgres(text.clone())));
+                w.answer(Err(StoreError::Postgres(text.clone())));
             }
             return;
         }
@@ -316,7 +244,7 @@ fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdi
     let leader_ids: Vec<String> = plan
         .leader_of
         .iter()
-        .map(|&l| group[l].event_id.clone())
+        .map(|&l| group[l].item.event_id.clone())
         .collect();
     for (i, w) in group.into_iter().enumerate() {
         let leader_id = &leader_ids[i];
@@ -325,16 +253,15 @@ fn answer(group: Vec<Waiting>, plan: &Plan, result: Result<HashMap<String, Verdi
             None => Err(StoreError::Postgres(
                 "an event of the batch got no answer".into(),
             )),
-            Some(Verdict::Accepted) if *leader_id == w.event_id => Ok(Ingested::Accepted {
-                event_id: w.event_id,
+            Some(Verdict::Accepted) if *leader_id == w.item.event_id => Ok(Ingested::Accepted {
+                event_id: w.item.event_id.clone(),
             }),
             Some(Verdict::Accepted) => Ok(Ingested::Duplicate {
                 event_id: leader_id.clone(),
             }),
             Some(Verdict::Duplicate(existing)) => Ok(Ingested::Duplicate { event_id: existing }),
         };
-        // A waiter that gave up (client gone) is fine: its event is committed or not, as said.
-        let _ = w.reply.send(answer);
+        w.answer(answer);
     }
 }
 
@@ -344,10 +271,12 @@ mod tests {
     use crate::store::testing::event;
 
     fn waiting(key: &str) -> Waiting {
-        let (reply, _) = oneshot::channel();
+        let (reply, _) = tokio::sync::oneshot::channel();
         Waiting {
-            ev: event(key, &["t"]),
-            event_id: uuid::Uuid::now_v7().to_string(),
+            item: Pending {
+                ev: event(key, &["t"]),
+                event_id: uuid::Uuid::now_v7().to_string(),
+            },
             reply,
         }
     }

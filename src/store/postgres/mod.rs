@@ -14,7 +14,9 @@
 //! Times are the replicas' clocks in unix ms, like SQLite: run NTP on the hosts (a skew eats
 //! into `lease_secs`).
 
+mod batch;
 mod ingest;
+mod outcomes;
 mod tls;
 
 use std::path::PathBuf;
@@ -168,6 +170,8 @@ struct Inner {
     describe: String,
     /// Group commit of webhooks (see [`ingest`]).
     ingest: ingest::IngestQueue,
+    /// Group commit of successful sends (see [`outcomes`]).
+    delivered: outcomes::DeliveredQueue,
     /// Stops the lease renewal when the last handle is dropped.
     _renewal: DropGuard,
 }
@@ -210,6 +214,7 @@ impl PgStore {
             stop.clone(),
         ));
         let ingest = ingest::IngestQueue::start(pool.clone());
+        let delivered = outcomes::DeliveredQueue::start(pool.clone(), replica.clone());
         tracing::info!(store = %describe, %replica, lease_secs = settings.lease_secs, "PostgreSQL store open");
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -218,6 +223,7 @@ impl PgStore {
                 lease_ms,
                 describe,
                 ingest,
+                delivered,
                 _renewal: stop.drop_guard(),
             }),
         })
@@ -299,89 +305,17 @@ impl PgStore {
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
+    /// Record what happened to a claimed delivery. Successes are group-committed (see
+    /// [`outcomes`]); the rarer outcomes are one statement each (prepared once per
+    /// connection). Every write ends the claim and is conditional on still holding it.
     pub async fn complete(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let now = now_ms();
-        let me = &self.inner.replica;
-        let status = |s: &Option<u16>| s.map(i32::from);
-        // Every write ends the claim and is conditional on still holding it.
-        let n =
-            match &outcome {
-                Outcome::Delivered { status } => {
-                    client
-                        .execute(
-                            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1,
-                         updated_at = $2, last_status = $3, last_error = NULL, response = NULL,
-                         body = NULL, claimed_by = NULL, lease_until = NULL
-                         WHERE id = $1 AND claimed_by = $4",
-                            &[&id, &now, &i32::from(*status), me],
-                        )
-                        .await?
-                }
-                Outcome::Retry {
-                    next_at_ms,
-                    status: s,
-                    error,
-                    response,
-                    body,
-                    counts_attempt,
-                } => {
-                    client
-                        .execute(
-                            "UPDATE deliveries SET state = 'pending', attempts = attempts + $8,
-                         updated_at = $2, next_at = $3, last_status = $4, last_error = $5,
-                         response = $6, body = COALESCE($7, body), claimed_by = NULL,
-                         lease_until = NULL
-                         WHERE id = $1 AND claimed_by = $9",
-                            &[
-                                &id,
-                                &now,
-                                next_at_ms,
-                                &status(s),
-                                error,
-                                response,
-                                body,
-                                &i32::from(*counts_attempt),
-                                me,
-                            ],
-                        )
-                        .await?
-                }
-                Outcome::Dead {
-                    status: s,
-                    error,
-                    response,
-                    body,
-                } => {
-                    client
-                        .execute(
-                            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
-                         updated_at = $2, last_status = $3, last_error = $4, response = $5,
-                         body = COALESCE($6, body), claimed_by = NULL, lease_until = NULL
-                         WHERE id = $1 AND claimed_by = $7",
-                            &[&id, &now, &status(s), error, response, body, me],
-                        )
-                        .await?
-                }
-                Outcome::Skipped { reason } => client
-                    .execute(
-                        "UPDATE deliveries SET state = 'skipped', updated_at = $2, last_error = $3,
-                         claimed_by = NULL, lease_until = NULL
-                         WHERE id = $1 AND claimed_by = $4",
-                        &[&id, &now, reason, me],
-                    )
-                    .await?,
-                Outcome::Release => {
-                    client
-                        .execute(
-                            "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
-                         WHERE id = $1 AND claimed_by = $2",
-                            &[&id, me],
-                        )
-                        .await?
-                }
-            };
-        if n == 0 {
+        let written = match &outcome {
+            Outcome::Delivered { status } => {
+                u64::from(self.inner.delivered.delivered(id, *status).await?)
+            }
+            other => self.complete_alone(id, other).await?,
+        };
+        if written == 0 {
             // The lease expired (this replica was stalled) and another replica owns the row
             // now: its attempt decides. Ours may have been a duplicate send, never a loss.
             tracing::warn!(
@@ -390,6 +324,84 @@ impl PgStore {
             );
         }
         Ok(())
+    }
+
+    /// A retry, dead letter, skip or release: rows written.
+    async fn complete_alone(&self, id: i64, outcome: &Outcome) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let now = now_ms();
+        let me = &self.inner.replica;
+        let status = |s: &Option<u16>| s.map(i32::from);
+        let n = match outcome {
+            Outcome::Delivered { .. } => {
+                return Err(StoreError::Postgres(
+                    "a success is written by the group commit".into(),
+                ))
+            }
+            Outcome::Retry {
+                next_at_ms,
+                status: s,
+                error,
+                response,
+                body,
+                counts_attempt,
+            } => {
+                let sql = "UPDATE deliveries SET state = 'pending', attempts = attempts + $8,
+                     updated_at = $2, next_at = $3, last_status = $4, last_error = $5,
+                     response = $6, body = COALESCE($7, body), claimed_by = NULL,
+                     lease_until = NULL
+                     WHERE id = $1 AND claimed_by = $9";
+                let statement = client.prepare_cached(sql).await?;
+                client
+                    .execute(
+                        &statement,
+                        &[
+                            &id,
+                            &now,
+                            next_at_ms,
+                            &status(s),
+                            error,
+                            response,
+                            body,
+                            &i32::from(*counts_attempt),
+                            me,
+                        ],
+                    )
+                    .await?
+            }
+            Outcome::Dead {
+                status: s,
+                error,
+                response,
+                body,
+            } => {
+                let sql = "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,
+                     updated_at = $2, last_status = $3, last_error = $4, response = $5,
+                     body = COALESCE($6, body), claimed_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND claimed_by = $7";
+                let statement = client.prepare_cached(sql).await?;
+                client
+                    .execute(
+                        &statement,
+                        &[&id, &now, &status(s), error, response, body, me],
+                    )
+                    .await?
+            }
+            Outcome::Skipped { reason } => {
+                let sql = "UPDATE deliveries SET state = 'skipped', updated_at = $2,
+                     last_error = $3, claimed_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND claimed_by = $4";
+                let statement = client.prepare_cached(sql).await?;
+                client.execute(&statement, &[&id, &now, reason, me]).await?
+            }
+            Outcome::Release => {
+                let sql = "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND claimed_by = $2";
+                let statement = client.prepare_cached(sql).await?;
+                client.execute(&statement, &[&id, me]).await?
+            }
+        };
+        Ok(n)
     }
 
     pub async fn next_due(&self, targets: Vec<String>) -> Result<Option<i64>, StoreError> {
@@ -724,8 +736,13 @@ async fn renew_leases(pool: Pool, replica: String, lease_ms: i64, stop: Cancella
             let client = pool.get().await?;
             client
                 .execute(
-                    "UPDATE deliveries SET lease_until = $2::bigint + $3::bigint
-                     WHERE claimed_by = $1 AND state = 'pending'",
+                    // Rows locked in id order, like the batched outcome writes: the two
+                    // cannot deadlock on each other.
+                    "UPDATE deliveries d SET lease_until = $2::bigint + $3::bigint
+                     FROM (SELECT id FROM deliveries
+                           WHERE claimed_by = $1 AND state = 'pending'
+                           ORDER BY id FOR UPDATE) mine
+                     WHERE d.id = mine.id",
                     &[&replica, &now_ms(), &lease_ms],
                 )
                 .await?;
