@@ -344,6 +344,42 @@ async fn pg_replicas_never_claim_the_same_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_next_due_sees_free_rows_first_then_the_end_of_a_lease() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = pg_replica(&db, 30).await;
+    let start = now_ms();
+    assert_eq!(store.next_due(vec!["t".into()]).await.unwrap(), None);
+    store.ingest(event("k1", &["t"])).await.unwrap();
+    store.ingest(event("k2", &["u"])).await.unwrap();
+    let claimed = store.claim("t", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Only a leased row on t: due for the others when its lease ends.
+    let t_due = store.next_due(vec!["t".into()]).await.unwrap().unwrap();
+    assert!(t_due >= start + 29_000, "lease end, got {}", t_due - start);
+    // A free row on u is due now, and wins over the lease.
+    let both = store
+        .next_due(vec!["t".into(), "u".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(both <= now_ms(), "free row due now, got {}", both - start);
+    // Rescheduled far out: the lease is the earliest again.
+    let u = store.claim("u", 10).await.unwrap().remove(0);
+    store
+        .complete(u.id, retry(start + 100_000, true))
+        .await
+        .unwrap();
+    let later = store
+        .next_due(vec!["t".into(), "u".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(later, t_due);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_a_dead_replicas_claims_are_taken_over_after_the_lease() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -404,7 +440,11 @@ async fn pg_only_the_lease_holder_records_an_outcome() {
     a.complete(stale.id, Outcome::Delivered { status: 200 })
         .await
         .unwrap();
-    assert_eq!(b.depth().await.unwrap().inflight, 1, "A's late success ignored");
+    assert_eq!(
+        b.depth().await.unwrap().inflight,
+        1,
+        "A's late success ignored"
+    );
     b.complete(fresh.id, Outcome::Delivered { status: 200 })
         .await
         .unwrap();

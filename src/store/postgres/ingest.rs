@@ -57,7 +57,10 @@ async fn flush(pool: &Pool, batch: Vec<Waiting>) {
     // One statement per dedup window: the window is a config value, so in practice one.
     let mut by_window: HashMap<i64, Vec<Waiting>> = HashMap::new();
     for w in batch {
-        by_window.entry(w.item.ev.dedup_window_ms).or_default().push(w);
+        by_window
+            .entry(w.item.ev.dedup_window_ms)
+            .or_default()
+            .push(w);
     }
     for (window_ms, group) in by_window {
         let plan = Plan::new(&group);
@@ -202,7 +205,12 @@ async fn write(
         let keys: HashMap<&str, &str> = plan
             .leaders
             .iter()
-            .map(|&i| (group[i].item.event_id.as_str(), group[i].item.ev.dedup_key.as_str()))
+            .map(|&i| {
+                (
+                    group[i].item.event_id.as_str(),
+                    group[i].item.ev.dedup_key.as_str(),
+                )
+            })
             .collect();
         let wanted: Vec<&str> = unknown
             .iter()

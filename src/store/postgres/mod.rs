@@ -262,7 +262,11 @@ impl PgStore {
                              -- A Retry-After seen by any replica holds the whole target.
                              AND NOT EXISTS (SELECT 1 FROM pacing p
                                              WHERE p.key = $6 AND p.paused_until > $2)
-                           ORDER BY next_at, id LIMIT $3
+                           -- Not `next_at, id`: the index `deliveries_due (target, next_at)`
+                           -- gives this order, so the scan stops after LIMIT rows; an `id`
+                           -- tiebreak made PostgreSQL read and sort the whole backlog
+                           -- (19 ms per claim at 20,000 pending).
+                           ORDER BY next_at LIMIT $3
                            FOR UPDATE SKIP LOCKED)
                          UPDATE deliveries d SET claimed_by = $4, lease_until = $2 + $5
                          FROM c, events e WHERE d.id = c.id AND e.id = d.event_id
@@ -411,8 +415,20 @@ impl PgStore {
             .query_one(
                 &client
                     .prepare_cached(
-                        "SELECT MIN(GREATEST(next_at, COALESCE(lease_until, 0))) FROM deliveries
-                         WHERE state = 'pending' AND target = ANY($1)",
+                        // Two index probes instead of a scan of the whole backlog (this
+                        // runs whenever the dispatcher's slots are full): the earliest free
+                        // row per target through `deliveries_due`, and the leased rows (a
+                        // lease and its holder are always set and cleared together) through
+                        // the small `deliveries_claimed`.
+                        "SELECT LEAST(
+                           (SELECT MIN(f.next_at) FROM unnest($1::text[]) AS t(name),
+                              LATERAL (SELECT next_at FROM deliveries
+                                       WHERE state = 'pending' AND target = t.name
+                                         AND (lease_until IS NULL OR lease_until <= next_at)
+                                       ORDER BY next_at LIMIT 1) AS f),
+                           (SELECT MIN(lease_until) FROM deliveries
+                            WHERE claimed_by IS NOT NULL AND state = 'pending'
+                              AND target = ANY($1) AND lease_until > next_at))",
                     )
                     .await?,
                 &[&targets],
