@@ -148,24 +148,18 @@ impl Deliverer {
             if shutdown.is_cancelled() {
                 break;
             }
-            let claimed = self.dispatch_once(&mut tasks, &shutdown).await;
+            let (claimed, held_back) = self.dispatch_once(&mut tasks, &shutdown).await;
             // Reap finished tasks so the set does not grow without bound.
             while tasks.try_join_next().is_some() {}
             if claimed > 0 {
                 continue;
             }
             let targets = (self.runtime)().settings.targets.keys().cloned().collect();
-            let wait = match self.store.next_due(targets).await {
-                Ok(Some(at)) => {
-                    let ms = (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
-                    // Due but held back (target paused or at its cap): re-check soon.
-                    Duration::from_millis(ms.max(50) as u64)
-                }
-                Ok(None) => IDLE_POLL,
-                Err(e) => {
-                    tracing::error!(error = %e, "store unavailable to the dispatcher");
-                    IDLE_POLL
-                }
+            let wait = if held_back {
+                // Sends are running and their ends wake this loop: no need to ask the store.
+                IDLE_POLL
+            } else {
+                self.next_wait(targets).await
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -195,25 +189,45 @@ impl Deliverer {
         }
     }
 
-    /// One pass over the targets; returns how many rows were claimed.
+    /// How long the dispatcher may sleep (a wake cuts it short): until the next row is due,
+    /// at most [`IDLE_POLL`].
+    async fn next_wait(&self, targets: Vec<String>) -> Duration {
+        match self.store.next_due(targets).await {
+            Ok(Some(at)) => {
+                let ms = (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
+                // Due but held back (target paused or at its cap): re-check soon.
+                Duration::from_millis(ms.max(50) as u64)
+            }
+            Ok(None) => IDLE_POLL,
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable to the dispatcher");
+                IDLE_POLL
+            }
+        }
+    }
+
+    /// One pass over the targets: how many rows were claimed, and whether a target was held
+    /// back while sends of its own are running (see [`policy::claim_size`]).
     async fn dispatch_once(
         self: &Arc<Self>,
         tasks: &mut tokio::task::JoinSet<()>,
         shutdown: &CancellationToken,
-    ) -> usize {
+    ) -> (usize, bool) {
         let rt = (self.runtime)();
         let concurrency = rt.settings.delivery.concurrency;
         let mut claimed = 0;
+        let mut held_back = false;
         for (name, target) in &rt.settings.targets {
             let state = self.target_state(name, target, concurrency);
             if state.paused() {
                 continue;
             }
             // Only this target's own slots: a hung target fills its share and stops there.
-            let n = state
-                .cap
-                .saturating_sub(state.inflight.load(Ordering::Acquire));
+            let inflight = state.inflight.load(Ordering::Acquire);
+            let n = policy::claim_size(state.cap, inflight);
             if n == 0 {
+                // A send of this target is running: its end wakes the dispatcher.
+                held_back |= inflight > 0;
                 continue;
             }
             let rows = match self.store.claim(name, n).await {
@@ -245,7 +259,7 @@ impl Deliverer {
                 );
             }
         }
-        claimed
+        (claimed, held_back)
     }
 
     /// Record a delivery's outcome, retrying while the store cannot write (disk full, locked).

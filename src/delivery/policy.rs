@@ -116,6 +116,22 @@ pub fn hand_back_slot(wait_ms: i64, interval_ms: i64) -> bool {
     wait_ms > 5_000 && wait_ms > interval_ms.saturating_mul(10)
 }
 
+/// How many deliveries of a target to claim now, given its `cap` of sends in flight.
+///
+/// Rule: all free slots when the target is idle or at least half its slots are free; none
+/// otherwise (a finishing send wakes the dispatcher again). Reason: every claim is a store
+/// round trip and, with PostgreSQL, a write; topping up one slot per finished send made that
+/// one claim statement per delivery under load. Waiting for half the slots keeps claims
+/// large while never leaving the target with less than half its slots busy.
+pub fn claim_size(cap: usize, inflight: usize) -> usize {
+    let free = cap.saturating_sub(inflight);
+    if inflight == 0 || free * 2 >= cap {
+        free
+    } else {
+        0
+    }
+}
+
 /// Whether a delivery that just failed (retryably) should become a dead letter instead.
 ///
 /// Rule: once the delivery is older than `max_age`, or after `max_attempts` counted attempts
@@ -142,6 +158,20 @@ pub fn excerpt(body: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::retry::{Jitter, RetryPolicy};
+
+    #[test]
+    fn claims_wait_for_half_the_slots_but_an_idle_target_claims_at_once() {
+        assert_eq!(claim_size(32, 0), 32);
+        assert_eq!(claim_size(32, 31), 0, "one free slot is not worth a claim");
+        assert_eq!(claim_size(32, 17), 0);
+        assert_eq!(claim_size(32, 16), 16);
+        assert_eq!(claim_size(32, 32), 0);
+        // A paced target with one slot claims whenever that slot is free.
+        assert_eq!(claim_size(1, 0), 1);
+        assert_eq!(claim_size(1, 1), 0);
+        assert_eq!(claim_size(3, 1), 2);
+        assert_eq!(claim_size(3, 2), 0);
+    }
 
     fn default_policy() -> RetryPolicy {
         RetryPolicy::new(DEFAULT_RETRY_SCHEDULE.to_vec(), Jitter::Half)
