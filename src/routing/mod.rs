@@ -17,10 +17,15 @@
 //! error ([`compare`]), so it fails open too, with one warning per rule.
 
 mod compare;
+mod policy;
+mod when;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+pub use policy::{alert_unavailable, alert_urgency, passes_min_urgency, when_passes, WhenValue};
+use when::{compile_when, describe, where_, Condition};
+pub use when::{RoutingError, WhenError};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value};
@@ -33,109 +38,6 @@ use crate::render::{context_json, RenderInput};
 /// comparison or two; this only stops a pathological loop (`range(10**9)`) from pinning a
 /// delivery worker. Running out of fuel is an evaluation error, so the condition fails open.
 const WHEN_FUEL: u64 = 100_000;
-
-/// The live urgency of an alert: `urgency.current_value`, else `urgency.value`.
-pub fn alert_urgency(alert: &Value) -> Option<u64> {
-    let u = alert.get("urgency")?;
-    u.get("current_value")
-        .and_then(Value::as_u64)
-        .or_else(|| u.get("value").and_then(Value::as_u64))
-}
-
-/// Whether `urgency` passes a `min_urgency` threshold.
-///
-/// Rule: 0 always passes; an unknown urgency (alert unavailable, or no urgency field) passes.
-/// Reason: fail open — a relay that drops an alert because the API was down would hide exactly
-/// the incidents that matter.
-pub fn passes_min_urgency(min: u32, urgency: Option<u64>) -> bool {
-    min == 0 || urgency.is_none_or(|u| u >= u64::from(min))
-}
-
-/// What a `when` expression evaluated to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WhenValue {
-    /// A truthy value (Jinja truthiness: non-empty string, non-zero number, `true`, …).
-    True,
-    /// A falsy value (`false`, `none`, `0`, `""`, empty list).
-    False,
-    /// The expression's value is undefined (e.g. it is just a path to a missing field).
-    Undefined,
-    /// Evaluation failed (type error, unknown filter, out of fuel, …).
-    Error(String),
-}
-
-/// Whether a `when` condition lets the event through.
-///
-/// Rule, in order:
-/// 1. the alert is **unavailable** (an `alert` event whose alert object could not be fetched:
-///    API down, no key, deleted alert) and the expression reads `alert` → **passes**;
-/// 2. evaluation **errors** → **passes** (and the caller logs a warning);
-/// 3. the value is **undefined** → passes only if the alert is unavailable;
-/// 4. otherwise the value's truthiness decides.
-///
-/// Reason: fail open. Without the alert, `alert.rule.name != 'Noisy rule'` or
-/// `alert.urgency.value >= 80` cannot be answered, and guessing "no" would silence a page
-/// exactly when the SEKOIA.IO API is having trouble; an extra message is cheap, a missed
-/// incident is not. For events that never have an alert (e.g. `content-proposal`), `alert`
-/// is simply none and the expression is evaluated as written (`event.type == 'alert' and …`
-/// keeps reports out).
-pub fn when_passes(value: &WhenValue, alert_unavailable: bool, reads_alert: bool) -> bool {
-    if alert_unavailable && reads_alert {
-        return true;
-    }
-    match value {
-        WhenValue::True | WhenValue::Error(_) => true,
-        WhenValue::Undefined => alert_unavailable,
-        WhenValue::False => false,
-    }
-}
-
-/// Whether the alert of an event is unavailable: it is an `alert` event and `alert` is none.
-pub fn alert_unavailable(event: &Value, alert: Option<&Value>) -> bool {
-    alert.is_none() && event.get("type").and_then(Value::as_str) == Some("alert")
-}
-
-/// A `when` expression that does not compile.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: `when` = {expression:?} is not a valid expression{}: {detail}", where_(.hook, .route), line_of(.line))]
-pub struct WhenError {
-    pub hook: String,
-    /// 1-based index of the `[[hooks.routes]]` block; `None` for the hook's own `when`.
-    pub route: Option<usize>,
-    pub expression: String,
-    /// Line inside the expression (multi-line TOML strings).
-    pub line: Option<usize>,
-    pub detail: String,
-}
-
-fn where_(hook: &str, route: &Option<usize>) -> String {
-    match route {
-        Some(i) => format!("hook {hook:?}, route {i} ([[hooks.routes]] #{i})"),
-        None => format!("hook {hook:?}"),
-    }
-}
-
-fn line_of(line: &Option<usize>) -> String {
-    line.map(|l| format!(" (line {l})")).unwrap_or_default()
-}
-
-/// Every bad `when` of the config, so one run of `check` shows them all.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct RoutingError(pub Vec<WhenError>);
-
-/// A compiled `when`.
-#[derive(Debug, Clone)]
-struct Condition {
-    /// Name of the wrapper template in the router's environment.
-    name: String,
-    source: String,
-    /// Whether the expression reads the `alert` variable (for the fail-open rule).
-    reads_alert: bool,
-    /// Set once the evaluation error of this rule has been logged: a broken rule would
-    /// otherwise log one warning per event and target.
-    warned: Arc<AtomicBool>,
-}
 
 #[derive(Debug, Clone)]
 struct RouteRules {
@@ -455,55 +357,15 @@ impl Router {
     }
 }
 
-fn describe(e: &minijinja::Error) -> String {
-    match e.detail() {
-        Some(d) => format!("{}: {d}", e.kind()),
-        None => e.kind().to_string(),
-    }
-}
-
-/// Compile one `when`: `""` (or blanks) is no condition. The expression is first compiled on
-/// its own (so template syntax such as `%}` cannot sneak in), then wrapped in a one-line
-/// template that prints `1`, `0` or `u` (undefined), stored in the environment under `name`.
-fn compile_when(
-    env: &mut Environment<'static>,
-    name: &str,
-    source: &str,
-) -> Result<Option<Condition>, (Option<usize>, String)> {
-    if source.trim().is_empty() {
-        return Ok(None);
-    }
-    let reads_alert = {
-        let expr = env
-            .compile_expression(source)
-            .map_err(|e| (e.line(), describe(&e)))?;
-        let vars: HashSet<String> = expr.undeclared_variables(false);
-        vars.contains("alert")
-    };
-    // Comparisons become type-checked calls (see `compare`); the rest keeps its meaning.
-    let checked = compare::rewrite(source).map_err(|e| (e.line(), describe(&e)))?;
-    let wrapper = format!(
-        "{{%- set __when = ({checked}) -%}}{{{{ \"u\" if __when is undefined else (\"1\" if __when else \"0\") }}}}"
-    );
-    env.add_template_owned(name.to_string(), wrapper)
-        .map_err(|e| (e.line(), describe(&e)))?;
-    Ok(Some(Condition {
-        name: name.to_string(),
-        source: source.to_string(),
-        reads_alert,
-        warned: Arc::default(),
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::configuration::{load_str, Env};
     use std::path::Path;
 
-    const ALERT: &str = include_str!("../tests/fixtures/alert.json");
-    const EVENT_CREATED: &str = include_str!("../tests/fixtures/webhook-alert-created.json");
-    const EVENT_PROPOSAL: &str = include_str!("../tests/fixtures/webhook-content-proposal.json");
+    const ALERT: &str = include_str!("../../tests/fixtures/alert.json");
+    const EVENT_CREATED: &str = include_str!("../../tests/fixtures/webhook-alert-created.json");
+    const EVENT_PROPOSAL: &str = include_str!("../../tests/fixtures/webhook-content-proposal.json");
 
     /// Targets `teams`, `slack`, `pager`, `soar`; `hooks` is appended.
     fn router(hooks: &str) -> Result<Router, RoutingError> {
@@ -583,42 +445,6 @@ mod tests {
 
     fn selected(r: &Router, event: &Value, alert: Option<&Value>) -> Vec<String> {
         r.select("soc", &input(event, alert)).selected
-    }
-
-    #[test]
-    fn urgency_from_alert() {
-        let a = json!({"urgency": {"current_value": 70, "value": 60}});
-        assert_eq!(alert_urgency(&a), Some(70));
-        let b = json!({"urgency": {"value": 60}});
-        assert_eq!(alert_urgency(&b), Some(60));
-        assert_eq!(alert_urgency(&json!({})), None);
-    }
-
-    #[test]
-    fn when_policy_matrix() {
-        use WhenValue::*;
-        let err = Error("boom".into());
-        // (value, alert unavailable, reads alert) -> passes
-        let cases = [
-            (True, false, false, true),
-            (False, false, false, false),
-            (Undefined, false, false, false),
-            (err.clone(), false, false, true),
-            (False, true, true, true),
-            (Undefined, true, true, true),
-            (err.clone(), true, true, true),
-            (False, true, false, false),
-            (Undefined, true, false, true),
-            (True, true, false, true),
-            (False, false, true, false),
-        ];
-        for (value, unavailable, reads, expected) in cases {
-            assert_eq!(
-                when_passes(&value, unavailable, reads),
-                expected,
-                "{value:?} unavailable={unavailable} reads_alert={reads}"
-            );
-        }
     }
 
     #[test]
