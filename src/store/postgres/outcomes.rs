@@ -27,12 +27,18 @@ pub(super) struct DeliveredQueue {
     batcher: Batcher<Sent, bool>,
 }
 
+/// Planned at every call (an unnamed statement), not prepared once: a plan cached while the
+/// table was still small (a fresh store, then a burst) kept hashing a scan of the whole table
+/// (6.7 ms a batch at 40,000 rows); planned with the table as it is, it is a primary-key
+/// lookup per row (0.3 ms). One more round trip per batch is the cheaper side of that trade.
+/// `COALESCE` keeps it off the `deliveries_claimed` index, whose entries for this replica
+/// (every row it claimed since the last vacuum) made a batch cost 1.9 ms.
 const DELIVERED_BATCH: &str = "
 UPDATE deliveries d SET state = 'delivered', attempts = d.attempts + 1, updated_at = $3,
        last_status = u.status, last_error = NULL, response = NULL, body = NULL,
        claimed_by = NULL, lease_until = NULL
 FROM unnest($1::bigint[], $2::int[]) AS u(id, status)
-WHERE d.id = u.id AND d.claimed_by = $4
+WHERE d.id = u.id AND COALESCE(d.claimed_by, '') = $4
 RETURNING d.id";
 
 impl DeliveredQueue {
@@ -107,9 +113,8 @@ async fn write_once(
     let ids: Vec<i64> = batch.iter().map(|j| j.item.id).collect();
     let statuses: Vec<i32> = batch.iter().map(|j| j.item.status).collect();
     let client = pool.get().await.map_err(StoreError::from)?;
-    let statement = client.prepare_cached(DELIVERED_BATCH).await?;
     let rows = client
-        .query(&statement, &[&ids, &statuses, &now_ms(), &replica])
+        .query(DELIVERED_BATCH, &[&ids, &statuses, &now_ms(), &replica])
         .await?;
     let mut written: Vec<i64> = rows.into_iter().map(|r| r.get(0)).collect();
     written.sort_unstable();
