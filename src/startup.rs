@@ -270,6 +270,12 @@ async fn prune_loop(store: Store, runtime: Arc<ArcSwap<Runtime>>, stop: Cancella
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "prune failed"),
         }
+        // Living chat messages expire with the same retention (issue 11).
+        match store.prune_message_refs(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned chat message references"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune of chat message references failed"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = stop.cancelled() => return,

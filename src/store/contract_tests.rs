@@ -79,7 +79,49 @@ contract!(
     dead_letters_are_listed_retried_and_purged,
     prune_drops_finished_rows_only,
     probe_is_a_write_that_succeeds,
+    message_refs_are_stored_replaced_and_expire,
 );
+
+async fn message_refs_are_stored_replaced_and_expire(store: Store) {
+    assert_eq!(store.message_ref("slack", "a-1").await.unwrap(), None);
+    let first = MessageRef {
+        channel: "C1".into(),
+        message_id: "1700000000.000100".into(),
+        created_at_ms: 1_000,
+    };
+    store.put_message_ref("slack", "a-1", &first).await.unwrap();
+    assert_eq!(
+        store.message_ref("slack", "a-1").await.unwrap(),
+        Some(first.clone())
+    );
+    // Per target: the same alert in another target has its own message.
+    assert_eq!(store.message_ref("mm", "a-1").await.unwrap(), None);
+    // A re-post (the message was deleted) replaces the reference.
+    let second = MessageRef {
+        message_id: "1700000000.000200".into(),
+        created_at_ms: 5_000,
+        ..first.clone()
+    };
+    store
+        .put_message_ref("slack", "a-1", &second)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.message_ref("slack", "a-1").await.unwrap(),
+        Some(second.clone())
+    );
+    let old = MessageRef {
+        created_at_ms: 1_000,
+        ..first
+    };
+    store.put_message_ref("slack", "a-2", &old).await.unwrap();
+    assert_eq!(store.prune_message_refs(2_000).await.unwrap(), 1);
+    assert_eq!(store.message_ref("slack", "a-2").await.unwrap(), None);
+    assert_eq!(
+        store.message_ref("slack", "a-1").await.unwrap(),
+        Some(second)
+    );
+}
 
 fn retry(next_at_ms: i64, counts_attempt: bool) -> Outcome {
     Outcome::Retry {
