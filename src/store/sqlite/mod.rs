@@ -422,7 +422,7 @@ mod tests {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 1
+                    supported: 3
                 }
             ),
             "{err}"
