@@ -275,6 +275,22 @@ pub struct TargetSettings {
     // pagerduty: the Events API v2 integration key, added to each event when it is sent
     #[serde(default)]
     pub routing_key: Option<SecretString>,
+    // slack_app / mattermost_app (bot token, living messages; see crate::chatapp)
+    /// The bot token (Slack `xoxb-…`, Mattermost bot or personal access token).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// slack_app: the Web API base (default `https://slack.com/api`), for a proxy or a test.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// mattermost_app: the channel's id (26 characters).
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    /// slack_app: the app's signing secret, which the action endpoint verifies requests with.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+    /// What a later event of an alert does to its message: edit+reply (default), edit, reply, new.
+    #[serde(default)]
+    pub on_update: crate::chatapp::OnUpdate,
 }
 
 impl TargetSettings {
@@ -301,6 +317,7 @@ impl TargetSettings {
         self.url
             .as_ref()
             .map(|u| u.expose_secret())
+            .or(self.api_url.as_deref().filter(|u| !u.is_empty()))
             .or_else(|| self.kind.spec().default_url())
     }
 
@@ -678,7 +695,8 @@ fn referenced_vars(s: &str) -> Vec<String> {
 fn is_secret_key(key: &str) -> bool {
     let parts: Vec<&str> = key.split('.').collect();
     match parts[..] {
-        ["targets", _, "url" | "routing_key"] | ["sekoia", "api_key"] => true,
+        ["targets", _, "url" | "routing_key" | "token" | "signing_secret"]
+        | ["sekoia", "api_key"] => true,
         ["targets", _, "headers", ..] => true,
         [hook, "api_key"] => hook.starts_with("hooks["),
         _ => false,
@@ -840,6 +858,7 @@ impl Settings {
                     "targets.{name}: `routing_key` is only for kind pagerduty"
                 ));
             }
+            problems.extend(crate::chatapp::config_problems(name, t));
             if spec.output() == Output::StdoutText {
                 continue;
             }
