@@ -245,6 +245,12 @@ pub async fn deliver(
         .pointer("/attributes/uuid")
         .and_then(Value::as_str)
         .filter(|_| event.get("type").and_then(Value::as_str) == Some("alert"));
+    // Two events of one alert handled at once would both find no message and post two
+    // cards: one alert's events go through here one at a time (in this process).
+    let _turn = match alert {
+        Some(uuid) => Some(alert_turn(target_name, uuid).await),
+        None => None,
+    };
     let stored = match alert {
         Some(uuid) => match store.message_ref(target_name, uuid).await {
             Ok(r) => r,
@@ -299,6 +305,46 @@ pub async fn deliver(
             reply_or_post(&api, &at, &summary, post_new).await
         }
         Plan::Reply => reply_or_post(&api, &at, &summary, post_new).await,
+    }
+}
+
+type Turns = std::sync::Mutex<
+    std::collections::HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>,
+>;
+static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Default::default);
+
+/// This alert's turn in this target: held while its message is read, posted or edited.
+async fn alert_turn(target: &str, uuid: &str) -> AlertTurn {
+    let key = (target.to_string(), uuid.to_string());
+    let lock = TURNS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    let guard = lock.clone().lock_owned().await;
+    AlertTurn {
+        key,
+        lock,
+        _guard: Some(guard),
+    }
+}
+
+struct AlertTurn {
+    key: (String, String),
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for AlertTurn {
+    /// Forget the alert's lock once nobody else waits for it, so the map stays small.
+    fn drop(&mut self) {
+        self._guard = None;
+        let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        // Held by the map and by this turn only: nobody else waits.
+        if std::sync::Arc::strong_count(&self.lock) == 2 {
+            turns.remove(&self.key);
+        }
     }
 }
 
