@@ -291,6 +291,9 @@ pub struct TargetSettings {
     /// What a later event of an alert does to its message: edit+reply (default), edit, reply, new.
     #[serde(default)]
     pub on_update: crate::chatapp::OnUpdate,
+    /// Who may press the card's buttons (Slack user ids or names); empty: everyone in the channel.
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
 }
 
 impl TargetSettings {

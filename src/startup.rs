@@ -54,6 +54,10 @@ pub fn build_app(
         .app_data(state)
         .route("/hooks/{id}", web::post().to(routes::hooks::receive))
         .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
+        .route(
+            "/integrations/slack/actions",
+            web::post().to(routes::integrations::slack_actions),
+        )
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
         .configure(|cfg| {

@@ -7,7 +7,9 @@
 //! Each tool's API and the meaning of its answers live in [`slack`] and [`mattermost`].
 
 pub mod mattermost;
+pub mod signing;
 pub mod slack;
+pub mod triage;
 
 use std::time::Duration;
 
@@ -224,6 +226,7 @@ pub async fn deliver(
     target: &TargetSettings,
     event_json: &str,
     body: &str,
+    hook: Option<(&str, &crate::sekoia::Credentials)>,
 ) -> ChatAnswer {
     let permanent = |error: String| ChatAnswer {
         status: None,
@@ -236,7 +239,7 @@ pub async fn deliver(
         Ok(a) => a,
         Err(e) => return permanent(e),
     };
-    let card: Value = match serde_json::from_str(body) {
+    let mut card: Value = match serde_json::from_str(body) {
         Ok(v) => v,
         Err(e) => return permanent(format!("the rendered card is not JSON: {e}")),
     };
@@ -245,6 +248,11 @@ pub async fn deliver(
         .pointer("/attributes/uuid")
         .and_then(Value::as_str)
         .filter(|_| event.get("type").and_then(Value::as_str) == Some("alert"));
+    if let (Some(uuid), Some((hook, creds))) = (alert, hook) {
+        if buttons_on(target) && event.get("action").and_then(Value::as_str) != Some("deleted") {
+            add_buttons(http, &mut card, hook, creds, uuid, &event).await;
+        }
+    }
     // Two events of one alert handled at once would both find no message and post two
     // cards: one alert's events go through here one at a time (in this process).
     let _turn = match alert {
@@ -305,6 +313,46 @@ pub async fn deliver(
             reply_or_post(&api, &at, &summary, post_new).await
         }
         Plan::Reply => reply_or_post(&api, &at, &summary, post_new).await,
+    }
+}
+
+/// Whether a target's cards carry triage buttons: a Slack app with its signing secret (the
+/// relay cannot verify presses without it).
+pub fn buttons_on(target: &TargetSettings) -> bool {
+    use secrecy::ExposeSecret;
+    target.kind == TargetKind::SlackApp
+        && target
+            .signing_secret
+            .as_ref()
+            .is_some_and(|s| !s.expose_secret().is_empty())
+}
+
+/// Append the alert's workflow actions as buttons; without them (the API failed) the card
+/// goes out as it is: the alert matters more than its buttons.
+async fn add_buttons(
+    http: &reqwest::Client,
+    card: &mut Value,
+    hook: &str,
+    creds: &crate::sekoia::Credentials,
+    uuid: &str,
+    event: &Value,
+) {
+    let actions = match crate::sekoia::workflow::actions(http, creds, uuid).await {
+        Ok(a) if !a.is_empty() => a,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "no triage buttons: cannot list the alert's workflow actions");
+            return;
+        }
+    };
+    let short_id = event
+        .pointer("/attributes/short_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let block = triage::slack_buttons(hook, uuid, short_id, &actions);
+    match card.get_mut("blocks") {
+        Some(Value::Array(blocks)) => blocks.push(block),
+        _ => card["blocks"] = Value::Array(vec![block]),
     }
 }
 

@@ -346,6 +346,12 @@ impl Deliverer {
         self.metrics.attempt(&row.target);
         let answer = if target.kind.spec().chat_api() {
             // Bot-token kinds: one living message per alert (post, or edit and reply).
+            let creds = settings.hook_by_name(&row.hook).map(|h| Credentials {
+                api_url: h.api_url(&settings.sekoia).to_string(),
+                api_key: secrecy::SecretString::from(
+                    h.api_key(&settings.sekoia).expose_secret().to_string(),
+                ),
+            });
             let a = crate::chatapp::deliver(
                 self.sender.http(),
                 &self.store,
@@ -353,6 +359,7 @@ impl Deliverer {
                 target,
                 &row.event_json,
                 &body,
+                creds.as_ref().map(|c| (row.hook.as_str(), c)),
             )
             .await;
             Answer {
