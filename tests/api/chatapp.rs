@@ -362,3 +362,273 @@ async fn mattermost_app_posts_then_patches_and_replies_and_reposts_a_deleted_pos
     assert!(body_json(&posts[2]).get("root_id").is_none());
     app.shutdown().await;
 }
+
+// ---- triage buttons (POST /integrations/slack/actions) ----
+
+const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const ACK_ID: &str = "0b1b7a1c-0000-4000-8000-00000000ac01";
+const CLOSE_ID: &str = "0b1b7a1c-0000-4000-8000-00000000c105";
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn mount_workflow(sekoia: &MockServer, patch_status: u16) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/sic/alerts/{ALERT}/workflow")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"actions": [
+            {"id": ACK_ID, "name": "Acknowledge", "description": "Acknowledge the alert"},
+            {"id": CLOSE_ID, "name": "Close", "description": "Close the alert"}]})))
+        .mount(sekoia)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v1/sic/alerts/{ALERT}/workflow")))
+        .respond_with(ResponseTemplate::new(patch_status).set_body_json(json!({})))
+        .mount(sekoia)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/sic/alerts/{ALERT}/comments")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(sekoia)
+        .await;
+    mount_alert(sekoia).await;
+}
+
+const ALERT: &str = "5696845f-9ecf-4431-9f0f-48ee0ee2eff1";
+
+/// A relay with a buttons-on Slack app, its card posted; returns the first button's value.
+async fn app_with_card(extra: &str, patch_status: u16) -> (TestApp, String) {
+    let app = TestApp::spawn_with(&slack_target(&format!(
+        "signing_secret = \"{SIGNING_SECRET}\"\n{extra}"
+    )))
+    .await;
+    mount_workflow(&app.sekoia, patch_status).await;
+    mount_slack(&app.chat).await;
+    mount_slack_update_ok(&app.chat).await;
+    Mock::given(method("POST"))
+        .and(path("/response"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&app.chat)
+        .await;
+    send_and_wait(&app, 0, 1).await;
+    let card = body_json(&received(&app.chat, "/api/chat.postMessage").await[0]);
+    let buttons = card["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["block_id"] == "sekoia_triage")
+        .expect("the card carries triage buttons")
+        .clone();
+    let names: Vec<&str> = buttons["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Acknowledge", "Close"]);
+    let value = buttons["elements"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (app, value)
+}
+
+fn press_body(app: &TestApp, value: &str, user: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": format!("U-{user}"), "username": user},
+        "channel": {"id": "C42"},
+        "container": {"message_ts": "1700000000.000001"},
+        "message": {"ts": "1700000000.000001", "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": "card"}},
+            {"type": "actions", "block_id": "sekoia_triage", "elements": []}]},
+        "response_url": format!("{}/response", app.chat.uri()),
+        "actions": [{"action_id": "triage-x", "value": value}],
+    });
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+}
+
+async fn send_press(app: &TestApp, body: &str, headers: &[(&str, String)]) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(format!("{}/integrations/slack/actions", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    req.send().await.unwrap()
+}
+
+fn signed(secret: &str, ts: i64, body: &str) -> Vec<(&'static str, String)> {
+    let ts = ts.to_string();
+    let sig = sekoia_relay::chatapp::signing::sign_slack(secret.as_bytes(), &ts, body.as_bytes());
+    vec![
+        ("x-slack-request-timestamp", ts),
+        ("x-slack-signature", sig),
+    ]
+}
+
+async fn patches(app: &TestApp) -> Vec<Request> {
+    app.sekoia
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_press_acknowledges_comments_and_updates_the_card() {
+    let (app, value) = app_with_card("", 200).await;
+    let body = press_body(&app, &value, "alice");
+    let res = send_press(&app, &body, &signed(SIGNING_SECRET, now_secs(), &body)).await;
+    assert_eq!(res.status().as_u16(), 200);
+
+    let comments = wait_for(
+        &app.sekoia,
+        &format!("/v1/sic/alerts/{ALERT}/comments"),
+        1,
+        WAIT,
+    )
+    .await;
+    let patch = patches(&app).await;
+    assert_eq!(patch.len(), 1);
+    assert_eq!(body_json(&patch[0]), json!({"action_uuid": ACK_ID}));
+    assert_eq!(
+        patch[0].headers.get("authorization").unwrap(),
+        "Bearer test-api-key-0123456789"
+    );
+    assert_eq!(
+        body_json(&comments[0])["content"],
+        "Acknowledged from Slack by @alice"
+    );
+    let updates = wait_for(&app.chat, "/api/chat.update", 1, WAIT).await;
+    let card = body_json(&updates[0]);
+    assert_eq!(card["ts"], "1700000000.000001");
+    assert_eq!(card["channel"], "C42");
+    let blocks = card["blocks"].as_array().unwrap();
+    assert!(
+        blocks.iter().all(|b| b["block_id"] != "sekoia_triage"),
+        "buttons removed"
+    );
+    assert_eq!(
+        blocks.last().unwrap()["elements"][0]["text"],
+        "Acknowledged by @alice"
+    );
+    assert!(received(&app.chat, "/response").await.is_empty());
+    let metrics = app.scrape().await;
+    assert!(
+        metrics.contains(
+            r#"sekoia_relay_triage_actions_total{target="t",action="Acknowledge",result="done"} 1"#
+        ),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsigned_wrong_stale_and_replayed_presses_get_401_and_change_nothing() {
+    let (app, value) = app_with_card("", 200).await;
+    let body = press_body(&app, &value, "alice");
+    let now = now_secs();
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("missing headers", vec![]),
+        (
+            "missing signature",
+            vec![("x-slack-request-timestamp", now.to_string())],
+        ),
+        ("wrong secret", signed("not-the-secret", now, &body)),
+        (
+            "stale timestamp",
+            signed(SIGNING_SECRET, now - 6 * 60, &body),
+        ),
+        (
+            "future timestamp",
+            signed(SIGNING_SECRET, now + 6 * 60, &body),
+        ),
+    ];
+    for (case, headers) in cases {
+        let res = send_press(&app, &body, &headers).await;
+        assert_eq!(res.status().as_u16(), 401, "{case}");
+    }
+    // Signed for another body: the body was changed on the way.
+    let other = press_body(&app, &value, "mallory");
+    let res = send_press(&app, &other, &signed(SIGNING_SECRET, now, &body)).await;
+    assert_eq!(res.status().as_u16(), 401, "changed body");
+    // The same signed request twice: the second is a replay.
+    let headers = signed(SIGNING_SECRET, now, &body);
+    assert_eq!(
+        send_press(&app, &body, &headers).await.status().as_u16(),
+        200
+    );
+    assert_eq!(
+        send_press(&app, &body, &headers).await.status().as_u16(),
+        401,
+        "replayed"
+    );
+    wait_for(
+        &app.sekoia,
+        &format!("/v1/sic/alerts/{ALERT}/comments"),
+        1,
+        WAIT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        patches(&app).await.len(),
+        1,
+        "only the one valid press acted"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_not_allowed_is_told_privately_and_nothing_changes() {
+    let (app, value) = app_with_card("allowed_users = [\"@alice\"]", 200).await;
+    let body = press_body(&app, &value, "bob");
+    let res = send_press(&app, &body, &signed(SIGNING_SECRET, now_secs(), &body)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let notes = wait_for(&app.chat, "/response", 1, WAIT).await;
+    let note = body_json(&notes[0]);
+    assert_eq!(note["response_type"], "ephemeral");
+    assert!(note["text"].as_str().unwrap().contains("not allowed"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(patches(&app).await.is_empty());
+    assert!(received(&app.chat, "/api/chat.update").await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sekoia_refusing_the_change_tells_the_presser_and_leaves_the_card() {
+    let (app, value) = app_with_card("", 403).await;
+    let body = press_body(&app, &value, "alice");
+    let res = send_press(&app, &body, &signed(SIGNING_SECRET, now_secs(), &body)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let notes = wait_for(&app.chat, "/response", 1, WAIT).await;
+    let note = body_json(&notes[0]);
+    assert_eq!(note["response_type"], "ephemeral");
+    let text = note["text"].as_str().unwrap();
+    assert!(text.contains("SIC_WRITE_ALERTS_WORKFLOW"), "{text}");
+    assert!(text.contains("HTTP 403"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        received(&app.chat, "/api/chat.update").await.is_empty(),
+        "card unchanged"
+    );
+    assert!(
+        received(&app.sekoia, &format!("/v1/sic/alerts/{ALERT}/comments"))
+            .await
+            .is_empty(),
+        "no comment for a change that did not happen"
+    );
+    let metrics = app.scrape().await;
+    assert!(metrics.contains(r#"result="refused"} 1"#), "{metrics}");
+    app.shutdown().await;
+}
