@@ -17,7 +17,9 @@
 //!    (limits, envelope, template, escaping, answers), asked through one trait.
 //! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
 //!    bucket, post, and record success, a retry (the `retry_schedule`, jittered, pushed later
-//!    by `Retry-After`) or a dead letter. [`retry`] is the one retry policy (a schedule as
+//!    by `Retry-After`) or a dead letter. The bot-token kinds (`slack_app`, `mattermost_app`)
+//!    go through [`chatapp`] instead: one living message per alert, edited by later events
+//!    (its reference kept in the store). [`retry`] is the one retry policy (a schedule as
 //!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!
 //! Around it, by layer:
@@ -34,6 +36,7 @@
 //!   resolves, and reloads on SIGHUP through [`reload`]), [`cli`] (the clap types only) and
 //!   [`commands`] (what each command does: `check`, `render`, `send-test`, `dead-letters`, …).
 
+pub mod chatapp;
 pub mod cli;
 pub mod commands;
 pub mod configuration;

@@ -82,6 +82,13 @@ struct TargetOutcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriageLabel {
+    target: String,
+    action: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
     target: String,
 }
@@ -110,6 +117,7 @@ pub struct Metrics {
     events: Family<HookOutcome, Counter>,
     deliveries: Family<TargetOutcome, Counter>,
     attempts: Family<TargetLabel, Counter>,
+    triage: Family<TriageLabel, Counter>,
     queue: Family<StateLabel, Gauge>,
     enrichments: Family<OutcomeLabel, Counter>,
     enrichment_seconds: Histogram,
@@ -187,6 +195,12 @@ impl Metrics {
             "Messages rendered with the built-in template because the configured one failed",
             template_fallbacks.clone(),
         );
+        let triage = Family::<TriageLabel, Counter>::default();
+        registry.register(
+            "triage_actions",
+            "Button presses in chat by target, action and result (done, refused, failed, forbidden)",
+            triage.clone(),
+        );
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "config_reloads",
@@ -215,6 +229,7 @@ impl Metrics {
             events,
             deliveries,
             attempts,
+            triage,
             queue,
             enrichments,
             enrichment_seconds,
@@ -231,6 +246,17 @@ impl Metrics {
             .get_or_create(&HookOutcome {
                 hook: hook_name.to_string(),
                 outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Count one button press: `result` is done, refused (by SEKOIA.IO), failed or forbidden.
+    pub fn triage_action(&self, target: &str, action: &str, result: &'static str) {
+        self.triage
+            .get_or_create(&TriageLabel {
+                target: target.to_string(),
+                action: action.to_string(),
+                result,
             })
             .inc();
     }

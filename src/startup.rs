@@ -54,6 +54,10 @@ pub fn build_app(
         .app_data(state)
         .route("/hooks/{id}", web::post().to(routes::hooks::receive))
         .route("/hooks/{id}", web::route().to(routes::method_not_allowed))
+        .route(
+            "/integrations/slack/actions",
+            web::post().to(routes::integrations::slack_actions),
+        )
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
         .configure(|cfg| {
@@ -269,6 +273,12 @@ async fn prune_loop(store: Store, runtime: Arc<ArcSwap<Runtime>>, stop: Cancella
             Ok(n) if n > 0 => tracing::info!(rows = n, "pruned finished deliveries"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "prune failed"),
+        }
+        // Living chat messages expire with the same retention (issue 11).
+        match store.prune_message_refs(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned chat message references"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune of chat message references failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -306,7 +306,8 @@ fn referenced_vars(s: &str) -> Vec<String> {
 fn is_secret_key(key: &str) -> bool {
     let parts: Vec<&str> = key.split('.').collect();
     match parts[..] {
-        ["targets", _, "url" | "routing_key"] | ["sekoia", "api_key"] => true,
+        ["targets", _, "url" | "routing_key" | "token" | "signing_secret"]
+        | ["sekoia", "api_key"] => true,
         ["targets", _, "headers", ..] => true,
         [hook, "api_key"] => hook.starts_with("hooks["),
         _ => false,

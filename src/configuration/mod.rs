@@ -282,6 +282,25 @@ pub struct TargetSettings {
     // pagerduty: the Events API v2 integration key, added to each event when it is sent
     #[serde(default)]
     pub routing_key: Option<SecretString>,
+    // slack_app / mattermost_app (bot token, living messages; see crate::chatapp)
+    /// The bot token (Slack `xoxb-…`, Mattermost bot or personal access token).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// slack_app: the Web API base (default `https://slack.com/api`), for a proxy or a test.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// mattermost_app: the channel's id (26 characters).
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    /// slack_app: the app's signing secret, which the action endpoint verifies requests with.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+    /// What a later event of an alert does to its message: edit+reply (default), edit, reply, new.
+    #[serde(default)]
+    pub on_update: crate::chatapp::OnUpdate,
+    /// Who may press the card's buttons (Slack user ids or names); empty: everyone in the channel.
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
 }
 
 impl TargetSettings {
@@ -308,6 +327,7 @@ impl TargetSettings {
         self.url
             .as_ref()
             .map(|u| u.expose_secret())
+            .or(self.api_url.as_deref().filter(|u| !u.is_empty()))
             .or_else(|| self.kind.spec().default_url())
     }
 

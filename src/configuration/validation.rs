@@ -102,6 +102,7 @@ impl Settings {
                     "targets.{name}: `routing_key` is only for kind pagerduty"
                 ));
             }
+            problems.extend(crate::chatapp::config_problems(name, t));
             if spec.output() == Output::StdoutText {
                 continue;
             }

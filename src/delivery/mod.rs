@@ -33,6 +33,7 @@ use crate::store::{
     Store,
 };
 use policy::Verdict;
+pub(crate) use sender::describe as describe_transport_error;
 pub use sender::Sender;
 
 /// Longest idle wait between polls: bounds how long a row re-queued by `dead-letters retry`
@@ -343,7 +344,34 @@ impl Deliverer {
 
         let attempt = row.attempts + 1;
         self.metrics.attempt(&row.target);
-        let answer = self.send(target, &body).await;
+        let answer = if target.kind.spec().chat_api() {
+            // Bot-token kinds: one living message per alert (post, or edit and reply).
+            let creds = settings.hook_by_name(&row.hook).map(|h| Credentials {
+                api_url: h.api_url(&settings.sekoia).to_string(),
+                api_key: secrecy::SecretString::from(
+                    h.api_key(&settings.sekoia).expose_secret().to_string(),
+                ),
+            });
+            let a = crate::chatapp::deliver(
+                self.sender.http(),
+                &self.store,
+                &row.target,
+                target,
+                &row.event_json,
+                &body,
+                creds.as_ref().map(|c| (row.hook.as_str(), c)),
+            )
+            .await;
+            Answer {
+                status: a.status,
+                verdict: a.verdict,
+                retry_after: a.retry_after,
+                response: a.response,
+                error: a.error,
+            }
+        } else {
+            self.send(target, &body).await
+        };
         let (outcome, pause) = decide(
             answer,
             Attempted {

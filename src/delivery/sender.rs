@@ -43,6 +43,11 @@ impl Sender {
         Ok(Self { http })
     }
 
+    /// The pooled client, for the bot-token kinds' API calls ([`crate::chatapp`]).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Send `body` to the target. `Err` is a transport failure (connect, timeout, reset), always
     /// retryable; its text never contains the URL.
     pub async fn send(&self, target: &TargetSettings, body: &str) -> Result<Response, String> {
@@ -101,7 +106,7 @@ impl Sender {
 }
 
 /// A transport error without its URL (reqwest includes it in Display).
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

@@ -16,10 +16,12 @@ pub enum TargetKind {
     Webex,
     Webhook,
     Console,
+    SlackApp,
+    MattermostApp,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 10] = [
+    pub const ALL: [TargetKind; 12] = [
         TargetKind::Teams,
         TargetKind::Slack,
         TargetKind::Mattermost,
@@ -30,6 +32,8 @@ impl TargetKind {
         TargetKind::Webex,
         TargetKind::Webhook,
         TargetKind::Console,
+        TargetKind::SlackApp,
+        TargetKind::MattermostApp,
     ];
 
     /// The name used in config (`kind = "…"`) and in `target.kind`.
@@ -45,6 +49,8 @@ impl TargetKind {
             TargetKind::Webex => "webex",
             TargetKind::Webhook => "webhook",
             TargetKind::Console => "console",
+            TargetKind::SlackApp => "slack_app",
+            TargetKind::MattermostApp => "mattermost_app",
         }
     }
 
@@ -93,7 +99,7 @@ mod tests {
         }
         assert_eq!(
             TargetKind::try_from("irc".to_string()).unwrap_err(),
-            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, pagerduty, webex, webhook or console)"
+            "unknown target kind \"irc\" (expected teams, slack, mattermost, chime, google_chat, discord, pagerduty, webex, webhook, console, slack_app or mattermost_app)"
         );
     }
 }

@@ -115,7 +115,8 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
             assert!(escaped || to_app, "{case}: live link in {text:?}");
         }
         // Slack plain_text cannot mention either; Mattermost's fallback can (notifications).
-        if kind != TargetKind::Teams && !(plain && kind == TargetKind::Slack) {
+        let slack = matches!(kind, TargetKind::Slack | TargetKind::SlackApp);
+        if kind != TargetKind::Teams && !(plain && slack) {
             // Teams TextBlocks cannot mention anyone (that needs `msteams.entities`).
             let lower = text.to_lowercase();
             for mention in ["@all", "@here", "@channel", "@present", "<!", "<@"] {
@@ -125,7 +126,10 @@ fn assert_no_live_markup(kind: TargetKind, body: &str, case: &str) {
         if !plain
             && matches!(
                 kind,
-                TargetKind::Chime | TargetKind::Mattermost | TargetKind::Webex
+                TargetKind::Chime
+                    | TargetKind::Mattermost
+                    | TargetKind::MattermostApp
+                    | TargetKind::Webex
             )
         {
             assert!(!text.contains('<'), "{case}: raw HTML in {text:?}");
@@ -225,6 +229,15 @@ fn settings(extra: &str, base_dir: &Path) -> Settings {
         url = "https://example.invalid/soar"
         [targets.console]
         kind = "console"
+        [targets.slack_app]
+        kind = "slack_app"
+        token = "xoxb-1-2-x"
+        channel = "C0123456789"
+        [targets.mattermost_app]
+        kind = "mattermost_app"
+        url = "https://example.invalid"
+        token = "abcdefghijklmnopqrstuvwxyz"
+        channel_id = "abcdefghijklmnopqrstuvwxyz"
         {extra}
         "#
     );
@@ -314,7 +327,7 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
     limits::check_envelope(kind, &v).unwrap_or_else(|e| panic!("{case}: {e}"));
     match kind {
         TargetKind::Teams => validate_card(&v, case),
-        TargetKind::Slack => {
+        TargetKind::Slack | TargetKind::SlackApp => {
             let blocks = v["blocks"].as_array().expect("blocks");
             assert!(blocks.len() <= 50, "{case}");
             assert!(chars(&v["text"]) <= 4000, "{case}");
@@ -360,7 +373,7 @@ fn check_output(kind: TargetKind, body: &str, case: &str) {
                 }
             }
         }
-        TargetKind::Mattermost => {
+        TargetKind::Mattermost | TargetKind::MattermostApp => {
             assert!(chars(&v["text"]) <= 4000, "{case}");
             let atts = v["attachments"].as_array().expect("attachments");
             assert_eq!(atts.len(), 1, "{case}");

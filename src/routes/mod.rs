@@ -1,7 +1,9 @@
-//! The HTTP surface (README, "HTTP answers"): `POST /hooks/{id}`, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP surface (README, "HTTP answers"): `POST /hooks/{id}`, `/healthz`, `/readyz`, `/metrics`,
+//! `POST /integrations/slack/actions` (triage buttons).
 
 pub mod health;
 pub mod hooks;
+pub mod integrations;
 pub mod metrics;
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};

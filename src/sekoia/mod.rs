@@ -23,6 +23,7 @@ mod policy;
 #[cfg(test)]
 mod tests;
 pub mod verify;
+pub mod workflow;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -148,6 +148,18 @@ pub struct DeadLetter {
     pub updated_at_ms: i64,
 }
 
+/// Where the living chat message of one alert in one bot-token target is (`slack_app`,
+/// `mattermost_app`): later events of the alert edit it instead of posting anew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    /// The channel id the message is in (Slack answers with the id even when a name was set).
+    pub channel: String,
+    /// Slack's `ts`, Mattermost's post id.
+    pub message_id: String,
+    /// When the message was posted (unix ms): the reference expires with `retention_days`.
+    pub created_at_ms: i64,
+}
+
 /// What `store import` copied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportReport {
@@ -302,6 +314,31 @@ impl Store {
     /// Drop finished deliveries (delivered, dead, skipped) and events older than the cut-off.
     pub async fn prune(&self, older_than_ms: i64) -> Result<usize, StoreError> {
         each_backend!(self, b => b.prune(older_than_ms).await)
+    }
+
+    /// The living message of `alert_uuid` in `target`, if one was posted and not expired.
+    pub async fn message_ref(
+        &self,
+        target: &str,
+        alert_uuid: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        each_backend!(self, b => b.message_ref(target, alert_uuid).await)
+    }
+
+    /// Remember (or replace, after a re-post) the living message of `alert_uuid` in `target`.
+    pub async fn put_message_ref(
+        &self,
+        target: &str,
+        alert_uuid: &str,
+        r: &MessageRef,
+    ) -> Result<(), StoreError> {
+        each_backend!(self, b => b.put_message_ref(target, alert_uuid, r).await)
+    }
+
+    /// Forget message references posted before the cut-off (`retention_days`): a later event
+    /// of such an old alert posts a new card.
+    pub async fn prune_message_refs(&self, older_than_ms: i64) -> Result<usize, StoreError> {
+        each_backend!(self, b => b.prune_message_refs(older_than_ms).await)
     }
 
     /// Reserve the next send slot of the pacing key `key` (a target, the SEKOIA.IO API), one

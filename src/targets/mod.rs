@@ -20,8 +20,10 @@ pub mod console;
 pub mod discord;
 pub mod google_chat;
 pub mod mattermost;
+pub mod mattermost_app;
 pub mod pagerduty;
 pub mod slack;
+pub mod slack_app;
 pub mod teams;
 pub mod webex;
 pub mod webhook;
@@ -145,6 +147,13 @@ pub trait TargetKindSpec: Sync {
     fn send_test_bodies(&self, body: &str) -> Vec<String> {
         vec![body.to_string()]
     }
+
+    /// Whether messages go through the chat tool's API with a bot token (`slack_app`,
+    /// `mattermost_app`): one living message per alert, edited by later events
+    /// ([`crate::chatapp`]), instead of one POST per event to `url`.
+    fn chat_api(&self) -> bool {
+        false
+    }
 }
 
 impl TargetKind {
@@ -161,6 +170,8 @@ impl TargetKind {
             TargetKind::Webex => &webex::Webex,
             TargetKind::Webhook => &webhook::Webhook,
             TargetKind::Console => &console::Console,
+            TargetKind::SlackApp => &slack_app::SlackApp,
+            TargetKind::MattermostApp => &mattermost_app::MattermostApp,
         }
     }
 }
@@ -272,6 +283,13 @@ mod tests {
         assert_eq!(TargetKind::Discord.spec().default_rate_limit_per_sec(), 1);
         assert_eq!(TargetKind::PagerDuty.spec().default_rate_limit_per_sec(), 2);
         assert_eq!(TargetKind::Webex.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(TargetKind::SlackApp.spec().default_rate_limit_per_sec(), 1);
+        assert_eq!(
+            TargetKind::MattermostApp
+                .spec()
+                .default_rate_limit_per_sec(),
+            10
+        );
     }
 
     #[test]

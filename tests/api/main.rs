@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, wiremock for SEKOIA.IO and the chat tools.
 
 mod access;
+mod chatapp;
 mod cli;
 mod contrib;
 mod crashes;

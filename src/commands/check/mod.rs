@@ -349,6 +349,10 @@ mod tests {
             std::fs::write(dir.path().join(file), source).expect("write");
             let url = if kind.spec().output() == Output::StdoutText {
                 String::new()
+            } else if kind == TargetKind::SlackApp {
+                "token = \"xoxb-1-2-x\"\nchannel = \"C0123456789\"\n".to_string()
+            } else if kind == TargetKind::MattermostApp {
+                "url = \"https://x.invalid\"\ntoken = \"abcdefghijklmnopqrstuvwxyz\"\nchannel_id = \"abcdefghijklmnopqrstuvwxyz\"\n".to_string()
             } else {
                 // A URL every kind's checks accept (Teams' sig, Google Chat's key and token,
                 // Discord's path).

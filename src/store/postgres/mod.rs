@@ -16,6 +16,7 @@
 
 mod batch;
 mod ingest;
+mod message_refs;
 mod outcomes;
 mod tls;
 

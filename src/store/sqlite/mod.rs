@@ -6,6 +6,7 @@
 //! answer only after the commit returned, which is what makes "202 means persisted" true.
 
 mod dead_letters;
+mod message_refs;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -15,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use dead_letters::export;
 use dead_letters::DeadLetters;
+use message_refs::MessageRefs;
 
-use super::{Claimed, DeadLetter, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
+use super::{Claimed, DeadLetter, Ingested, MessageRef, NewEvent, Outcome, QueueDepth, StoreError};
 use crate::configuration::SyncMode;
 
 /// Most commands one transaction takes: bounds the latency a commit adds to the first request
@@ -280,6 +282,43 @@ impl SqliteStore {
     pub async fn purge_dead(&self) -> Result<usize, StoreError> {
         self.with_dead_letters(|d| d.purge()).await
     }
+
+    /// Message references run on their own connection too (see `message_refs`).
+    async fn with_message_refs<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MessageRefs) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || f(&MessageRefs::open(&path)?))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn message_ref(
+        &self,
+        target: &str,
+        alert_uuid: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        let (target, alert_uuid) = (target.to_string(), alert_uuid.to_string());
+        self.with_message_refs(move |m| m.get(&target, &alert_uuid))
+            .await
+    }
+
+    pub async fn put_message_ref(
+        &self,
+        target: &str,
+        alert_uuid: &str,
+        r: &MessageRef,
+    ) -> Result<(), StoreError> {
+        let (target, alert_uuid, r) = (target.to_string(), alert_uuid.to_string(), r.clone());
+        self.with_message_refs(move |m| m.put(&target, &alert_uuid, &r))
+            .await
+    }
+
+    pub async fn prune_message_refs(&self, older_than_ms: i64) -> Result<usize, StoreError> {
+        self.with_message_refs(move |m| m.prune(older_than_ms))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -383,7 +422,7 @@ mod tests {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 1
+                    supported: 3
                 }
             ),
             "{err}"
