@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::chatapp::signing::ReplayGuard;
 use crate::configuration::{HookSettings, Settings};
 use crate::metrics::Metrics;
 use crate::render::{RenderError, Renderer};
@@ -78,6 +79,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Paces the log lines about refused posts (a flood must not fill the disk).
     pub refusals: RefusalLog,
+    /// Slack press signatures seen in the last 5 minutes by this server (one guard per
+    /// server, not per process: two relays in one process must not refuse each other's presses).
+    pub slack_replays: ReplayGuard,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ impl AppState {
             wake,
             metrics,
             refusals: RefusalLog::new(),
+            slack_replays: ReplayGuard::default(),
         }
     }
 

@@ -10,12 +10,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::chatapp::signing::{verify_slack, Refusal, ReplayGuard};
+use crate::chatapp::signing::{verify_slack, Refusal};
 use crate::chatapp::triage;
 use crate::state::AppState;
-
-/// Signatures seen in the last 5 minutes (in this process).
-static SEEN: LazyLock<ReplayGuard> = LazyLock::new(ReplayGuard::default);
 
 /// The client for SEKOIA.IO, Slack and `response_url` calls of a press.
 static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
@@ -70,7 +67,7 @@ pub async fn slack_actions(
         tracing::warn!(reason = %refusal, "refused a Slack action request");
         return unauthorized(refusal);
     };
-    if let Err(r) = SEEN.check(sig.as_deref().unwrap_or(""), now) {
+    if let Err(r) = state.slack_replays.check(sig.as_deref().unwrap_or(""), now) {
         tracing::warn!(reason = %r, target = %target_name, "refused a Slack action request");
         return unauthorized(r);
     }

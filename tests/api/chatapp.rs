@@ -632,3 +632,38 @@ async fn sekoia_refusing_the_change_tells_the_presser_and_leaves_the_card() {
     assert!(metrics.contains(r#"result="refused"} 1"#), "{metrics}");
     app.shutdown().await;
 }
+
+/// Regression: the replay guard was one per process, so a second server in the same process
+/// (or a test that signed the same press in the same second) was refused with 401.
+#[tokio::test]
+async fn each_server_keeps_its_own_replay_guard() {
+    let (first, value) = app_with_card("", 200).await;
+    let (second, _) = app_with_card("", 200).await;
+    let body = press_body(&first, &value, "alice");
+    let headers = signed(SIGNING_SECRET, now_secs(), &body);
+    assert_eq!(
+        send_press(&first, &body, &headers).await.status().as_u16(),
+        200
+    );
+    assert_eq!(
+        send_press(&second, &body, &headers).await.status().as_u16(),
+        200,
+        "a press seen by another server is not a replay here"
+    );
+    assert_eq!(
+        send_press(&second, &body, &headers).await.status().as_u16(),
+        401,
+        "but the same press twice on one server is"
+    );
+    for app in [&first, &second] {
+        wait_for(
+            &app.sekoia,
+            &format!("/v1/sic/alerts/{ALERT}/comments"),
+            1,
+            WAIT,
+        )
+        .await;
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+}
