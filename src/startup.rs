@@ -58,6 +58,10 @@ pub fn build_app(
             "/integrations/slack/actions",
             web::post().to(routes::integrations::slack_actions),
         )
+        .route(
+            "/integrations/mattermost/actions",
+            web::post().to(routes::integrations::mattermost_actions),
+        )
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
         .configure(|cfg| {

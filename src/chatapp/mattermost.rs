@@ -39,7 +39,7 @@ impl MattermostApi<'_> {
     pub(crate) async fn post(&self, card: &Value) -> Call<MessageRef> {
         let (message, props) = post_fields(card);
         let body = json!({"channel_id": self.channel_id, "message": message, "props": props});
-        match self.call(reqwest::Method::POST, "/api/v4/posts", &body).await {
+        match self.call(reqwest::Method::POST, "/api/v4/posts", Some(&body)).await {
             Call::Ok(answer) => match answer["id"].as_str() {
                 Some(id) => Call::Ok(new_ref(self.channel_id.to_string(), id.to_string())),
                 None => Call::Failed(ChatAnswer {
@@ -66,7 +66,7 @@ impl MattermostApi<'_> {
         let (message, props) = post_fields(card);
         let body = json!({"message": message, "props": props});
         let path = format!("/api/v4/posts/{}/patch", at.message_id);
-        match self.call(reqwest::Method::PUT, &path, &body).await {
+        match self.call(reqwest::Method::PUT, &path, Some(&body)).await {
             Call::Ok(_) => Call::Ok(()),
             Call::Gone => Call::Gone,
             Call::Failed(a) => Call::Failed(a),
@@ -76,7 +76,7 @@ impl MattermostApi<'_> {
     pub(crate) async fn reply(&self, at: &MessageRef, text: &str) -> Call<()> {
         let body = json!({"channel_id": at.channel, "root_id": at.message_id, "message": text});
         match self
-            .call(reqwest::Method::POST, "/api/v4/posts", &body)
+            .call(reqwest::Method::POST, "/api/v4/posts", Some(&body))
             .await
         {
             Call::Ok(_) => Call::Ok(()),
@@ -85,17 +85,49 @@ impl MattermostApi<'_> {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> Call<Value> {
+    /// After a button press: the post loses its buttons and says who did what.
+    pub(crate) async fn mark_done(
+        &self,
+        post_id: &str,
+        done: &str,
+        who: &str,
+    ) -> Result<(), String> {
+        // The id comes from the press: it must not reshape the URL.
+        if post_id.is_empty() || !post_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("the press names no valid post id".into());
+        }
+        let path = format!("/api/v4/posts/{post_id}");
+        let post = match self.call(reqwest::Method::GET, &path, None).await {
+            Call::Ok(p) => p,
+            Call::Gone => return Err("the post no longer exists".into()),
+            Call::Failed(a) => return Err(a.error),
+        };
+        let props = super::triage::updated_mattermost_props(&post["props"], done, who);
+        let path = format!("/api/v4/posts/{post_id}/patch");
+        match self
+            .call(
+                reqwest::Method::PUT,
+                &path,
+                Some(&json!({ "props": props })),
+            )
+            .await
+        {
+            Call::Ok(_) => Ok(()),
+            Call::Gone => Err("the post no longer exists".into()),
+            Call::Failed(a) => Err(a.error),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Call<Value> {
         let what = format!("Mattermost {method} {}", path_label(path));
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let sent = self
-            .http
-            .request(method, &url)
-            .bearer_auth(self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
+        let mut req = self.http.request(method, &url).bearer_auth(self.token);
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let sent = req.send().await;
         let res = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -132,6 +164,8 @@ impl MattermostApi<'_> {
 fn path_label(path: &str) -> &str {
     if path.ends_with("/patch") {
         "/api/v4/posts/{id}/patch"
+    } else if path.starts_with("/api/v4/posts/") {
+        "/api/v4/posts/{id}"
     } else {
         path
     }

@@ -227,6 +227,7 @@ pub async fn deliver(
     event_json: &str,
     body: &str,
     hook: Option<(&str, &crate::sekoia::Credentials)>,
+    public_url: &str,
 ) -> ChatAnswer {
     let permanent = |error: String| ChatAnswer {
         status: None,
@@ -249,8 +250,15 @@ pub async fn deliver(
         .and_then(Value::as_str)
         .filter(|_| event.get("type").and_then(Value::as_str) == Some("alert"));
     if let (Some(uuid), Some((hook, creds))) = (alert, hook) {
-        if buttons_on(target) && event.get("action").and_then(Value::as_str) != Some("deleted") {
-            add_buttons(http, &mut card, hook, creds, uuid, &event).await;
+        if buttons_on(target, public_url)
+            && event.get("action").and_then(Value::as_str) != Some("deleted")
+        {
+            let on = ButtonsFor {
+                target_name,
+                target,
+                public_url,
+            };
+            add_buttons(http, &mut card, &on, hook, creds, uuid, &event).await;
         }
     }
     // Two events of one alert handled at once would both find no message and post two
@@ -316,15 +324,42 @@ pub async fn deliver(
     }
 }
 
-/// Whether a target's cards carry triage buttons: a Slack app with its signing secret (the
-/// relay cannot verify presses without it).
-pub fn buttons_on(target: &TargetSettings) -> bool {
+/// Whether a target's cards carry triage buttons.
+///
+/// Rule: a `slack_app` with its `signing_secret` (the relay cannot verify presses without
+/// it); a `mattermost_app` once `server.public_url` is set (Mattermost calls the button's
+/// absolute URL, so it must know where the relay is). Reason: a button that cannot work is
+/// worse than none.
+pub fn buttons_on(target: &TargetSettings, public_url: &str) -> bool {
     use secrecy::ExposeSecret;
-    target.kind == TargetKind::SlackApp
-        && target
+    match target.kind {
+        TargetKind::SlackApp => target
             .signing_secret
             .as_ref()
-            .is_some_and(|s| !s.expose_secret().is_empty())
+            .is_some_and(|s| !s.expose_secret().is_empty()),
+        TargetKind::MattermostApp => {
+            !public_url.trim().is_empty()
+                && target
+                    .token
+                    .as_ref()
+                    .is_some_and(|s| !s.expose_secret().is_empty())
+        }
+        _ => false,
+    }
+}
+
+/// Where a Mattermost button sends its press.
+pub fn mattermost_action_url(public_url: &str) -> String {
+    format!(
+        "{}/integrations/mattermost/actions",
+        public_url.trim_end_matches('/')
+    )
+}
+
+struct ButtonsFor<'a> {
+    target_name: &'a str,
+    target: &'a TargetSettings,
+    public_url: &'a str,
 }
 
 /// Append the alert's workflow actions as buttons; without them (the API failed) the card
@@ -332,11 +367,13 @@ pub fn buttons_on(target: &TargetSettings) -> bool {
 async fn add_buttons(
     http: &reqwest::Client,
     card: &mut Value,
+    on: &ButtonsFor<'_>,
     hook: &str,
     creds: &crate::sekoia::Credentials,
     uuid: &str,
     event: &Value,
 ) {
+    use secrecy::ExposeSecret;
     let actions = match crate::sekoia::workflow::actions(http, creds, uuid).await {
         Ok(a) if !a.is_empty() => a,
         Ok(_) => return,
@@ -349,10 +386,41 @@ async fn add_buttons(
         .pointer("/attributes/short_id")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let block = triage::slack_buttons(hook, uuid, short_id, &actions);
-    match card.get_mut("blocks") {
-        Some(Value::Array(blocks)) => blocks.push(block),
-        _ => card["blocks"] = Value::Array(vec![block]),
+    match on.target.kind {
+        TargetKind::MattermostApp => {
+            let token = on
+                .target
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret())
+                .unwrap_or("");
+            let secret = signing::mattermost_secret(token, on.target_name);
+            let buttons = triage::mattermost_buttons(
+                on.target_name,
+                &secret,
+                &mattermost_action_url(on.public_url),
+                hook,
+                uuid,
+                short_id,
+                &actions,
+            );
+            // Mattermost shows buttons inside an attachment: the card's last one, or a new one.
+            match card.get_mut("attachments").and_then(Value::as_array_mut) {
+                Some(list) if !list.is_empty() => {
+                    if let Some(last) = list.last_mut() {
+                        last["actions"] = Value::Array(buttons);
+                    }
+                }
+                _ => card["attachments"] = serde_json::json!([{ "actions": buttons }]),
+            }
+        }
+        _ => {
+            let block = triage::slack_buttons(hook, uuid, short_id, &actions);
+            match card.get_mut("blocks") {
+                Some(Value::Array(blocks)) => blocks.push(block),
+                _ => card["blocks"] = Value::Array(vec![block]),
+            }
+        }
     }
 }
 

@@ -79,6 +79,26 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The secret a `mattermost_app` target's buttons carry in their `context`.
+///
+/// Rule: hex(HMAC-SHA256(target token, "sekoia-relay mattermost actions:" + target name)).
+/// Reason: Mattermost signs nothing, so the relay must recognise its own buttons; deriving the
+/// secret from the token needs no new key, gives every replica and every restart the same
+/// value (a card posted yesterday still works), differs per target, reveals nothing about
+/// the token, and changes when the token is rotated (old cards' buttons then get 401).
+/// Mattermost strips `integration.context` before a post reaches users' clients.
+pub fn mattermost_secret(token: &str, target: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+    mac.update(b"sekoia-relay mattermost actions:");
+    mac.update(target.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Constant-time equality of two secrets (Mattermost's per-target action secret).
 pub fn same_secret(a: &str, b: &str) -> bool {
     // Every byte is looked at whatever the first difference: no early exit to time.
@@ -144,6 +164,18 @@ mod tests {
             verify_slack(SECRET, Some(TS), Some("a2114d57"), BODY, now),
             Err(Refusal::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_mattermost_secret_is_stable_and_differs_per_target_and_token() {
+        let a = mattermost_secret("tok-1", "ops");
+        assert_eq!(a, mattermost_secret("tok-1", "ops"));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, mattermost_secret("tok-1", "soc"));
+        assert_ne!(a, mattermost_secret("tok-2", "ops"));
+        assert!(!a.contains("tok-1"));
+        assert!(same_secret(&a, &mattermost_secret("tok-1", "ops")));
+        assert!(!same_secret(&a, &a[..63]));
     }
 
     #[test]

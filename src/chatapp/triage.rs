@@ -1,4 +1,4 @@
-//! One-click triage from a card's buttons (Slack): the buttons a card carries, what a press
+//! One-click triage from a card's buttons (Slack and Mattermost): the buttons a card carries, what a press
 //! says, who may press, and the slow part done after the chat tool got its answer (the status
 //! change and comment in SEKOIA.IO, the card update, or an ephemeral note to the presser).
 
@@ -149,15 +149,170 @@ pub async fn run_slack(
     press: Press,
     metrics: Arc<Metrics>,
 ) {
-    let b = &press.button;
-    let who = if press.user_name.is_empty() {
-        press.user_id.clone()
-    } else {
-        press.user_name.clone()
+    let who = presser(&press.user_name, &press.user_id);
+    let mut result = change(&http, &settings, &press.button, &who, "Slack").await;
+    if let Ok(done) = &result {
+        if let Some(target) = settings.targets.get(&target_name) {
+            match super::api(&http, target) {
+                Ok(super::Api::Slack(slack)) => {
+                    let blocks = updated_blocks(&press.blocks, done, &who);
+                    let at = crate::store::MessageRef {
+                        channel: press.channel.clone(),
+                        message_id: press.ts.clone(),
+                        created_at_ms: 0,
+                    };
+                    let card = json!({"text": format!("{done} by @{who}"), "blocks": blocks});
+                    if let super::Call::Failed(a) = slack.edit(&at, &card).await {
+                        tracing::warn!(error = %a.error, "status changed, but the card could not be updated");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(Failure::Other(e)),
+            }
+        }
+    }
+    if let Some(text) = report(&metrics, &target_name, &press.button, &who, &result) {
+        ephemeral(&http, press.response_url.as_deref(), &text).await;
+    }
+}
+
+/// One press of a Mattermost button: the integration request's JSON.
+#[derive(Debug, Clone)]
+pub struct MattermostPress {
+    pub target: String,
+    /// The secret the button carried, to compare with the target's.
+    pub secret: String,
+    pub button: ButtonValue,
+    pub user_id: String,
+    pub user_name: String,
+    pub post_id: String,
+}
+
+/// Read a Mattermost integration request (`context` is what the relay put on the button).
+pub fn parse_mattermost(body: &[u8]) -> Result<MattermostPress, String> {
+    let p: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
+    let ctx = &p["context"];
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let button: ButtonValue =
+        serde_json::from_value(ctx["button"].clone()).map_err(|_| "not a button of the relay")?;
+    let target = s(&ctx["target"]);
+    if target.is_empty() {
+        return Err("not a button of the relay".into());
+    }
+    Ok(MattermostPress {
+        target,
+        secret: s(&ctx["secret"]),
+        button,
+        user_id: s(&p["user_id"]),
+        user_name: s(&p["user_name"]),
+        post_id: s(&p["post_id"]),
+    })
+}
+
+/// Mattermost's interactive buttons for the alert's workflow actions, each calling
+/// `action_url` with the target's secret in its `context`.
+///
+/// Rule: ids are `triage0`, `triage1`, … (Mattermost routes presses by id and breaks on `-`
+/// or `_`); names are cut to 75 characters like Slack's. Reason: the press must name its
+/// target (to find the secret) and its alert and action (to act) without a lookup.
+pub fn mattermost_buttons(
+    target: &str,
+    secret: &str,
+    action_url: &str,
+    hook: &str,
+    uuid: &str,
+    short_id: &str,
+    actions: &[WorkflowAction],
+) -> Vec<Value> {
+    workflow::buttons(actions)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let button = ButtonValue {
+                h: hook.to_string(),
+                a: uuid.to_string(),
+                s: short_id.to_string(),
+                x: a.id.clone(),
+                n: a.name.clone(),
+            };
+            json!({
+                "id": format!("triage{i}"),
+                "type": "button",
+                "name": crate::render::truncate_chars(&a.name, 75),
+                "integration": {"url": action_url, "context": {
+                    "target": target, "secret": secret, "button": button}},
+            })
+        })
+        .collect()
+}
+
+/// The post's props after a successful press: every attachment's buttons removed and a last
+/// attachment saying who did what.
+pub fn updated_mattermost_props(props: &Value, done: &str, user: &str) -> Value {
+    let mut props = match props {
+        Value::Object(m) => Value::Object(m.clone()),
+        _ => json!({}),
     };
-    let result = act(&http, &settings, &target_name, &press, &who).await;
-    let (label, detail) = match &result {
-        Ok(()) => ("done", String::new()),
+    let mut attachments: Vec<Value> = props["attachments"].as_array().cloned().unwrap_or_default();
+    for a in &mut attachments {
+        if let Some(m) = a.as_object_mut() {
+            m.remove("actions");
+        }
+    }
+    let text = crate::render::text::markdown_escape(&format!("{done} by @{user}")).into_owned();
+    attachments.push(json!({"text": text}));
+    props["attachments"] = Value::Array(attachments);
+    props
+}
+
+/// A Mattermost press, done while Mattermost waits: change the status, comment, update the
+/// post; the answer is Mattermost's response body (`ephemeral_text` on failure, shown to the
+/// presser only). One audit line and one count per press.
+pub async fn run_mattermost(
+    http: &reqwest::Client,
+    settings: &Settings,
+    press: &MattermostPress,
+    metrics: &Metrics,
+) -> Value {
+    let who = presser(&press.user_name, &press.user_id);
+    let mut result = change(http, settings, &press.button, &who, "Mattermost").await;
+    if let Ok(done) = &result {
+        if let Some(target) = settings.targets.get(&press.target) {
+            match super::api(http, target) {
+                Ok(super::Api::Mattermost(mm)) => {
+                    if let Err(e) = mm.mark_done(&press.post_id, done, &who).await {
+                        tracing::warn!(error = %e, "status changed, but the post could not be updated");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(Failure::Other(e)),
+            }
+        }
+    }
+    match report(metrics, &press.target, &press.button, &who, &result) {
+        Some(text) => json!({ "ephemeral_text": text }),
+        None => json!({}),
+    }
+}
+
+fn presser(name: &str, id: &str) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// The audit line and the count of a press; the text for the presser when it failed.
+fn report(
+    metrics: &Metrics,
+    target_name: &str,
+    b: &ButtonValue,
+    who: &str,
+    result: &Result<String, Failure>,
+) -> Option<String> {
+    let (label, detail) = match result {
+        Ok(_) => ("done", String::new()),
         Err(Failure::Refused(e)) => ("refused", e.clone()),
         Err(Failure::Other(e)) => ("failed", e.clone()),
     };
@@ -174,15 +329,14 @@ pub async fn run_slack(
     if matches!(result, Err(Failure::Refused(_))) {
         tracing::warn!(alert = %b.s, "SEKOIA.IO refused a status change from the chat: the hook's API key needs SIC_WRITE_ALERTS_WORKFLOW and SIC_WRITE_ALERTS_COMMENTS");
     }
-    metrics.triage_action(&target_name, &b.n, label);
-    if result.is_err() {
-        let text = format!(
+    metrics.triage_action(target_name, &b.n, label);
+    result.is_err().then(|| {
+        format!(
             "Could not {} {}: {detail}. The alert is unchanged.",
             b.n.to_lowercase(),
             if b.s.is_empty() { "the alert" } else { &b.s }
-        );
-        ephemeral(&http, press.response_url.as_deref(), &text).await;
-    }
+        )
+    })
 }
 
 enum Failure {
@@ -190,14 +344,15 @@ enum Failure {
     Other(String),
 }
 
-async fn act(
+/// Change the alert's status and comment who did it from which tool; the past-tense text of
+/// what was done.
+async fn change(
     http: &reqwest::Client,
     settings: &Settings,
-    target_name: &str,
-    press: &Press,
+    b: &ButtonValue,
     who: &str,
-) -> Result<(), Failure> {
-    let b = &press.button;
+    tool: &str,
+) -> Result<String, Failure> {
     let hook = settings
         .hook_by_name(&b.h)
         .ok_or_else(|| Failure::Other("its hook is no longer configured".into()))?;
@@ -215,28 +370,12 @@ async fn act(
         .await
         .map_err(map)?;
     let done = done_text(&b.n);
-    let comment = format!("{done} from Slack by @{who}");
+    let comment = format!("{done} from {tool} by @{who}");
     if let Err(e) = workflow::comment(http, &creds, &b.a, &comment, "sekoia-relay").await {
         // The status did change: the card says so; the missing comment is logged.
         tracing::warn!(error = %e, alert = %b.s, "status changed, but the comment was refused");
     }
-    let Some(target) = settings.targets.get(target_name) else {
-        return Ok(());
-    };
-    let api = super::api(http, target).map_err(Failure::Other)?;
-    if let super::Api::Slack(slack) = api {
-        let blocks = updated_blocks(&press.blocks, &done, who);
-        let at = crate::store::MessageRef {
-            channel: press.channel.clone(),
-            message_id: press.ts.clone(),
-            created_at_ms: 0,
-        };
-        let card = json!({"text": format!("{done} by @{who}"), "blocks": blocks});
-        if let super::Call::Failed(a) = slack.edit(&at, &card).await {
-            tracing::warn!(error = %a.error, "status changed, but the card could not be updated");
-        }
-    }
-    Ok(())
+    Ok(done)
 }
 
 /// Tell the presser only (Slack `response_url`, ephemeral).

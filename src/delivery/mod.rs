@@ -360,6 +360,7 @@ impl Deliverer {
                 &row.event_json,
                 &body,
                 creds.as_ref().map(|c| (row.hook.as_str(), c)),
+                &settings.server.public_url,
             )
             .await;
             Answer {

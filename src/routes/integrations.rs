@@ -1,8 +1,16 @@
-//! `POST /integrations/slack/actions`: a press of a card's triage button.
+//! `POST /integrations/slack/actions` and `POST /integrations/mattermost/actions`: a press of
+//! a card's triage button.
 //!
-//! Only a request signed with a `slack_app` target's `signing_secret` (fresh, not seen
-//! before) is acted on; anything else is 401 and changes nothing. Slack wants its answer within
-//! 3 s, so the relay answers 200 at once and does the slow part (SEKOIA.IO, the card) after.
+//! Slack: only a request signed with a `slack_app` target's `signing_secret` (fresh, not seen
+//! before) is acted on. Slack wants its answer within 3 s, so the relay answers 200 at once
+//! and does the slow part (SEKOIA.IO, the card) after.
+//!
+//! Mattermost signs nothing: only a press carrying its `mattermost_app` target's secret
+//! ([`crate::chatapp::signing::mattermost_secret`]) is acted on. Mattermost waits for the
+//! answer (up to its `OutgoingIntegrationRequestsTimeout`, 30 s by default), so the relay acts
+//! first and answers with `ephemeral_text` (shown to the presser only) when it failed.
+//!
+//! Anything else is 401 and changes nothing.
 
 use std::sync::LazyLock;
 
@@ -10,7 +18,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::chatapp::signing::{verify_slack, Refusal};
+use crate::chatapp::signing::{mattermost_secret, same_secret, verify_slack, Refusal};
 use crate::chatapp::triage;
 use crate::state::AppState;
 
@@ -43,7 +51,9 @@ pub async fn slack_actions(
     let mut refusal = Refusal::BadSignature;
     let mut matched = None;
     for (name, t) in &rt.settings.targets {
-        if !crate::chatapp::buttons_on(t) {
+        if t.kind != crate::domain::TargetKind::SlackApp
+            || !crate::chatapp::buttons_on(t, &rt.settings.server.public_url)
+        {
             continue;
         }
         let Some(secret) = t.signing_secret.as_ref() else {
@@ -105,4 +115,67 @@ pub async fn slack_actions(
 
 fn unauthorized(r: Refusal) -> HttpResponse {
     HttpResponse::Unauthorized().json(json!({ "detail": r.to_string() }))
+}
+
+/// How long a Mattermost press may take before the presser is told to look in SEKOIA.IO
+/// (below Mattermost's default 30 s integration timeout).
+const MATTERMOST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+pub async fn mattermost_actions(body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let rt = state.runtime();
+    let press = match triage::parse_mattermost(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(reason = %e, "refused a Mattermost action request");
+            return HttpResponse::Unauthorized()
+                .json(json!({ "detail": "not a press of the relay's buttons" }));
+        }
+    };
+    // The target named in the context, if it is a Mattermost app with buttons, and only if the
+    // press carries its secret; otherwise nothing is said about which part was wrong.
+    let target = rt
+        .settings
+        .targets
+        .get(&press.target)
+        .filter(|t| t.kind == crate::domain::TargetKind::MattermostApp)
+        .filter(|t| crate::chatapp::buttons_on(t, &rt.settings.server.public_url))
+        .filter(|t| {
+            let token = t.token.as_ref().map(|s| s.expose_secret()).unwrap_or("");
+            same_secret(&press.secret, &mattermost_secret(token, &press.target))
+        });
+    let Some(target) = target else {
+        tracing::warn!(
+            reason = "secret does not match",
+            "refused a Mattermost action request"
+        );
+        return HttpResponse::Unauthorized().json(json!({ "detail": "secret does not match" }));
+    };
+    if !triage::allowed(&target.allowed_users, &press.user_id, &press.user_name) {
+        tracing::info!(audit = true, user = %press.user_name, user_id = %press.user_id, alert = %press.button.s, action = %press.button.n, result = "forbidden", target = %press.target, "triage action");
+        state
+            .metrics
+            .triage_action(&press.target, &press.button.n, "forbidden");
+        return HttpResponse::Ok().json(json!({
+            "ephemeral_text": "You are not allowed to change alerts from this channel (allowed_users)."
+        }));
+    }
+    // Spawned, so a press that outlives the deadline still finishes (and writes its audit line).
+    let (settings, metrics, p) = (rt.settings.clone(), state.metrics.clone(), press.clone());
+    let work =
+        tokio::spawn(async move { triage::run_mattermost(&HTTP, &settings, &p, &metrics).await });
+    match tokio::time::timeout(MATTERMOST_DEADLINE, work).await {
+        Ok(Ok(answer)) => HttpResponse::Ok().json(answer),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a Mattermost press failed inside the relay");
+            HttpResponse::Ok().json(json!({
+                "ephemeral_text": "The relay failed while acting: check the alert in SEKOIA.IO."
+            }))
+        }
+        Err(_) => {
+            tracing::warn!(alert = %press.button.s, target = %press.target, "a Mattermost press took longer than its deadline");
+            HttpResponse::Ok().json(json!({
+                "ephemeral_text": "SEKOIA.IO did not answer in time: check the alert in SEKOIA.IO before pressing again."
+            }))
+        }
+    }
 }

@@ -667,3 +667,215 @@ async fn each_server_keeps_its_own_replay_guard() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+// ---- triage buttons (POST /integrations/mattermost/actions) ----
+
+const PUBLIC_URL: &str = "https://relay.example.test";
+
+/// A relay with a buttons-on Mattermost app (`public_url` set), its card posted as `post1`;
+/// returns the card's buttons.
+async fn mattermost_with_card(extra: &str, patch_status: u16) -> (TestApp, Vec<Value>) {
+    let sekoia = MockServer::start().await;
+    let chat = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &sekoia.uri(),
+        &chat.uri(),
+        dir.path(),
+        &mattermost_target(extra),
+    )
+    .replacen(
+        "[server]\n",
+        &format!("[server]\npublic_url = \"{PUBLIC_URL}\"\n"),
+        1,
+    );
+    let app = TestApp::start_text(sekoia, chat, dir, &text).await;
+    mount_workflow(&app.sekoia, patch_status).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v4/posts"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "post1"})))
+        .mount(&app.chat)
+        .await;
+    send_and_wait(&app, 0, 1).await;
+    let card = body_json(&received(&app.chat, "/api/v4/posts").await[0]);
+    let attachments = card["props"]["attachments"].as_array().unwrap().clone();
+    let buttons = attachments
+        .last()
+        .and_then(|a| a["actions"].as_array())
+        .expect("the card carries triage buttons")
+        .clone();
+    // What Mattermost answers for GET /api/v4/posts/post1: the post as posted.
+    Mock::given(method("GET"))
+        .and(path("/api/v4/posts/post1"))
+        .and(header("authorization", format!("Bearer {MM_TOKEN}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "post1", "message": card["message"], "props": card["props"]}),
+        ))
+        .mount(&app.chat)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/api/v4/posts/post1/patch"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "post1"})))
+        .mount(&app.chat)
+        .await;
+    (app, buttons)
+}
+
+/// What Mattermost POSTs to a button's integration URL.
+fn mattermost_press(button: &Value, user: &str) -> Value {
+    json!({
+        "user_id": format!("uid{user}"), "user_name": user, "channel_id": "chan0123456789abcdefghijkl",
+        "team_id": "team1", "post_id": "post1", "trigger_id": "trig", "type": "", "data_source": "",
+        "context": button["integration"]["context"],
+    })
+}
+
+async fn send_mattermost_press(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/integrations/mattermost/actions", app.address))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_mattermost_press_acknowledges_comments_and_updates_the_post() {
+    let (app, buttons) = mattermost_with_card("", 200).await;
+    let names: Vec<&str> = buttons
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Acknowledge", "Close"]);
+    assert_eq!(
+        buttons[0]["integration"]["url"],
+        format!("{PUBLIC_URL}/integrations/mattermost/actions")
+    );
+    assert!(buttons.iter().all(|b| b["id"]
+        .as_str()
+        .unwrap()
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric())));
+    let secret = buttons[0]["integration"]["context"]["secret"]
+        .as_str()
+        .unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(!secret.contains(MM_TOKEN));
+
+    let res = send_mattermost_press(&app, &mattermost_press(&buttons[0], "alice")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert!(answer.get("ephemeral_text").is_none(), "{answer}");
+
+    let patch = patches(&app).await;
+    assert_eq!(patch.len(), 1);
+    assert_eq!(body_json(&patch[0])["action_uuid"], ACK_ID);
+    let comments = received(&app.sekoia, &format!("/v1/sic/alerts/{ALERT}/comments")).await;
+    assert_eq!(
+        body_json(&comments[0])["content"],
+        "Acknowledged from Mattermost by @alice"
+    );
+    let edit = received(&app.chat, "/api/v4/posts/post1/patch").await;
+    assert_eq!(edit.len(), 1);
+    let props = &body_json(&edit[0])["props"];
+    let attachments = props["attachments"].as_array().unwrap();
+    assert!(attachments.iter().all(|a| a.get("actions").is_none()));
+    assert_eq!(
+        attachments.last().unwrap()["text"],
+        "Acknowledged by @alice"
+    );
+    let metrics = app.scrape().await;
+    assert!(metrics.contains(r#"result="done"} 1"#), "{metrics}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mattermost_press_without_the_secret_gets_401_and_changes_nothing() {
+    let (app, buttons) = mattermost_with_card("", 200).await;
+    let good = mattermost_press(&buttons[0], "alice");
+    let mut wrong = good.clone();
+    wrong["context"]["secret"] = json!("0".repeat(64));
+    let mut missing = good.clone();
+    missing["context"].as_object_mut().unwrap().remove("secret");
+    let mut other_target = good.clone();
+    other_target["context"]["target"] = json!("nope");
+    for (case, body) in [
+        ("wrong secret", wrong),
+        ("missing secret", missing),
+        ("unknown target", other_target),
+        (
+            "no context",
+            json!({"user_name": "alice", "post_id": "post1"}),
+        ),
+    ] {
+        let res = send_mattermost_press(&app, &body).await;
+        assert_eq!(res.status().as_u16(), 401, "{case}");
+    }
+    let res = app
+        .client
+        .post(format!("{}/integrations/mattermost/actions", app.address))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401, "not JSON");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(patches(&app).await.is_empty());
+    assert!(received(&app.chat, "/api/v4/posts/post1/patch")
+        .await
+        .is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_mattermost_user_not_allowed_or_a_refusal_is_told_to_the_presser_only() {
+    let (app, buttons) = mattermost_with_card("allowed_users = [\"@alice\"]", 403).await;
+    let res = send_mattermost_press(&app, &mattermost_press(&buttons[0], "bob")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert!(answer["ephemeral_text"]
+        .as_str()
+        .unwrap()
+        .contains("not allowed"));
+    assert!(patches(&app).await.is_empty());
+
+    // Alice may, but SEKOIA.IO refuses: she is told why, the post keeps its buttons.
+    let res = send_mattermost_press(&app, &mattermost_press(&buttons[0], "alice")).await;
+    let answer: Value = res.json().await.unwrap();
+    let text = answer["ephemeral_text"].as_str().unwrap();
+    assert!(
+        text.contains("HTTP 403") && text.contains("SIC_WRITE_ALERTS_WORKFLOW"),
+        "{text}"
+    );
+    assert!(received(&app.chat, "/api/v4/posts/post1/patch")
+        .await
+        .is_empty());
+    assert!(
+        received(&app.sekoia, &format!("/v1/sic/alerts/{ALERT}/comments"))
+            .await
+            .is_empty()
+    );
+    let metrics = app.scrape().await;
+    assert!(metrics.contains(r#"result="forbidden"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"result="refused"} 1"#), "{metrics}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn mattermost_cards_have_no_buttons_without_public_url() {
+    let app = TestApp::spawn_with(&mattermost_target("")).await;
+    mount_workflow(&app.sekoia, 200).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v4/posts"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "post1"})))
+        .mount(&app.chat)
+        .await;
+    send_and_wait(&app, 0, 1).await;
+    let card = body_json(&received(&app.chat, "/api/v4/posts").await[0]);
+    assert!(card["props"]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a.get("actions").is_none()));
+    app.shutdown().await;
+}
