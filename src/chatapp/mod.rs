@@ -217,6 +217,14 @@ pub(crate) fn api<'a>(
     }
 }
 
+/// What the triage buttons of a card need: the hook whose API key lists and changes the
+/// alert's workflow, and where the relay is reachable (`server.public_url`, for Mattermost).
+#[derive(Clone, Copy)]
+pub struct Buttons<'a> {
+    pub hook: Option<(&'a str, &'a crate::sekoia::Credentials)>,
+    pub public_url: &'a str,
+}
+
 /// Deliver one event's rendered card to a bot-token target: post, or edit and reply, as
 /// [`plan`] says, keeping the stored message reference current.
 pub async fn deliver(
@@ -226,9 +234,9 @@ pub async fn deliver(
     target: &TargetSettings,
     event_json: &str,
     body: &str,
-    hook: Option<(&str, &crate::sekoia::Credentials)>,
-    public_url: &str,
+    buttons: Buttons<'_>,
 ) -> ChatAnswer {
+    let (hook, public_url) = (buttons.hook, buttons.public_url);
     let permanent = |error: String| ChatAnswer {
         status: None,
         verdict: Verdict::Permanent,

@@ -359,8 +359,10 @@ impl Deliverer {
                 target,
                 &row.event_json,
                 &body,
-                creds.as_ref().map(|c| (row.hook.as_str(), c)),
-                &settings.server.public_url,
+                crate::chatapp::Buttons {
+                    hook: creds.as_ref().map(|c| (row.hook.as_str(), c)),
+                    public_url: &settings.server.public_url,
+                },
             )
             .await;
             Answer {
