@@ -332,6 +332,44 @@ pub async fn deliver(
     }
 }
 
+/// `send-test` for a bot-token kind: post the card once (no buttons, nothing remembered) and
+/// say what the tool answered.
+pub async fn post_test(http: &reqwest::Client, target: &TargetSettings, body: &str) -> ChatAnswer {
+    let api = match api(http, target) {
+        Ok(a) => a,
+        Err(e) => {
+            return ChatAnswer {
+                verdict: Verdict::Permanent,
+                ..ChatAnswer::transport(e)
+            }
+        }
+    };
+    let card: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return ChatAnswer {
+                verdict: Verdict::Permanent,
+                ..ChatAnswer::transport(format!("the rendered card is not JSON: {e}"))
+            }
+        }
+    };
+    match api.post(&card).await {
+        Call::Ok(r) => ChatAnswer {
+            response: Some(format!(
+                "posted in channel {} as message {}",
+                r.channel, r.message_id
+            )),
+            ..ChatAnswer::delivered(200)
+        },
+        Call::Gone => ChatAnswer {
+            status: Some(404),
+            verdict: Verdict::Permanent,
+            ..ChatAnswer::transport("the chat tool says the channel does not exist".into())
+        },
+        Call::Failed(a) => a,
+    }
+}
+
 /// Whether a target's cards carry triage buttons.
 ///
 /// Rule: a `slack_app` with its `signing_secret` (the relay cannot verify presses without
@@ -588,10 +626,104 @@ pub fn config_problems(name: &str, t: &TargetSettings) -> Vec<String> {
     problems
 }
 
+/// Warnings about a bot-token target's keys: what works, but probably not as meant.
+///
+/// Rule: a Slack token that is not a bot token (`xoxb-`); a Slack signing secret that is not
+/// 32 hex digits; a Mattermost token or `channel_id` that is not 26 lowercase letters and
+/// digits (Mattermost's id shape: a channel *name* is the usual mistake); and a target
+/// without buttons, saying what turns them on (`signing_secret` for Slack,
+/// `server.public_url` for Mattermost). Reason: each of these shows only at the first alert
+/// (a refused post, a missing button), when nobody is looking at the config.
+pub fn config_warnings(name: &str, t: &TargetSettings, public_url: &str) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    let mut out = Vec::new();
+    let token = t
+        .token
+        .as_ref()
+        .map(|s| s.expose_secret().trim())
+        .unwrap_or("");
+    let mattermost_id = |s: &str| {
+        s.len() == 26
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    match t.kind {
+        TargetKind::SlackApp => {
+            if !token.is_empty() && !token.starts_with("xoxb-") {
+                out.push(format!("targets.{name}.token does not look like a Slack bot token (xoxb-…): an app-level (xapp-) token cannot post, a user token (xoxp-) posts as that user"));
+            }
+            match t.signing_secret.as_ref().map(|s| s.expose_secret().trim().to_string()) {
+                Some(s) if !s.is_empty() => {
+                    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        out.push(format!("targets.{name}.signing_secret is not 32 hex digits: copy the Signing Secret from the app's Basic Information page (not the client secret or a token)"));
+                    }
+                }
+                _ => out.push(format!("targets.{name}: no triage buttons on the cards: set signing_secret (the Slack app's Signing Secret) to add Acknowledge/Close")),
+            }
+        }
+        TargetKind::MattermostApp => {
+            if !token.is_empty() && !mattermost_id(token) {
+                out.push(format!("targets.{name}.token does not look like a Mattermost access token (26 lowercase letters and digits)"));
+            }
+            if let Some(c) = t
+                .channel_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+            {
+                if !mattermost_id(c) {
+                    out.push(format!("targets.{name}.channel_id {c:?} does not look like a Mattermost channel id (26 lowercase letters and digits; a channel's name does not work here)"));
+                }
+            }
+            if public_url.trim().is_empty() {
+                out.push(format!("targets.{name}: no triage buttons on the cards: Mattermost calls the relay back at server.public_url, which is not set"));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn target(text: &str) -> TargetSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn token_secret_and_channel_shapes_are_warned_about() {
+        let slack = |extra: &str| {
+            target(&format!(
+                "kind = \"slack_app\"\ntoken = \"xoxb-1-2-x\"\nchannel = \"C1\"\n{extra}"
+            ))
+        };
+        let good = slack("signing_secret = \"8f742231b10e8888abcd99aaabbb85a5\"");
+        assert!(config_warnings("s", &good, "").is_empty());
+        let w = config_warnings("s", &slack(""), "");
+        assert!(w.len() == 1 && w[0].contains("set signing_secret"), "{w:?}");
+        let w = config_warnings("s", &slack("signing_secret = \"xoxb-not-it\""), "");
+        assert!(w[0].contains("32 hex digits"), "{w:?}");
+        let mut user = good.clone();
+        user.token = Some(secrecy::SecretString::from("xapp-1-A-1-x".to_string()));
+        assert!(config_warnings("s", &user, "")[0].contains("xoxb-"));
+
+        let mm = |token: &str, channel: &str| {
+            target(&format!("kind = \"mattermost_app\"\nurl = \"https://mm.test\"\ntoken = \"{token}\"\nchannel_id = \"{channel}\"\n"))
+        };
+        let id = "abcdefghijklmnopqrstuvwxyz";
+        assert!(config_warnings("m", &mm(id, id), "https://relay.test").is_empty());
+        let w = config_warnings("m", &mm(id, id), "");
+        assert!(w.len() == 1 && w[0].contains("server.public_url"), "{w:?}");
+        let w = config_warnings("m", &mm("short", "town-square"), "https://relay.test");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[1].contains("\"town-square\"") && !w[0].contains("short"),
+            "{w:?}"
+        );
+    }
 
     #[test]
     fn the_first_event_posts_and_later_ones_follow_on_update() {

@@ -98,6 +98,27 @@ pub async fn run(settings: &Settings, target: &str) -> Result<SendReport, Comman
     let rendered = renderer.render(target, &input)?;
     let sender = Sender::new(Duration::from_secs(settings.delivery.timeout_secs))?;
     let started = Instant::now();
+    if t.kind.spec().chat_api() {
+        // A bot-token kind posts through the tool's API, not to a webhook URL.
+        let a = crate::chatapp::post_test(sender.http(), t, &rendered.body).await;
+        let delivered = a.verdict == policy::Verdict::Delivered;
+        let detail = match (delivered, a.response) {
+            (true, r) => r.unwrap_or_default(),
+            (false, Some(r)) => {
+                format!("{}: {}", a.error, policy::excerpt(r.trim(), EXCERPT_BYTES))
+            }
+            (false, None) => a.error,
+        };
+        return Ok(SendReport {
+            target: target.to_string(),
+            host: t.safe_host(),
+            status: a.status,
+            delivered,
+            detail,
+            elapsed: started.elapsed(),
+            fallback: rendered.fallback,
+        });
+    }
     // Usually one post; a kind that must undo its test (PagerDuty resolves the incident it
     // opened) posts more, and the report is about the first that fails, else the last.
     let mut result = Err("nothing to send".to_string());

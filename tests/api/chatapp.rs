@@ -879,3 +879,72 @@ async fn mattermost_cards_have_no_buttons_without_public_url() {
         .all(|a| a.get("actions").is_none()));
     app.shutdown().await;
 }
+
+/// `send-test` on a bot-token kind posts through the tool's API and reports its answer.
+#[tokio::test]
+async fn send_test_posts_through_the_chat_api_and_reports_the_answer() {
+    let cli = |app: &TestApp, target: &'static str| {
+        let config = app.config_path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sekoia-relay"))
+                .arg("--config")
+                .arg(config)
+                .args(["send-test", target])
+                .output()
+                .expect("run the CLI")
+        })
+    };
+    let app = TestApp::spawn_with(&slack_target("")).await;
+    mount_slack(&app.chat).await;
+    let out = cli(&app, "t").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("delivered") && text.contains("message 1700000000.000001"),
+        "{text}"
+    );
+    let posted = received(&app.chat, "/api/chat.postMessage").await;
+    assert_eq!(posted.len(), 1);
+    assert!(body_json(&posted[0])["text"]
+        .as_str()
+        .unwrap()
+        .contains("TEST from sekoia-relay"));
+    app.shutdown().await;
+
+    // Slack's ok:false is a failure, with Slack's error shown and the token not.
+    let app = TestApp::spawn_with(&slack_target("")).await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "channel_not_found"})),
+        )
+        .mount(&app.chat)
+        .await;
+    let out = cli(&app, "t").await.unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("channel_not_found"),
+        "{text}"
+    );
+    assert!(!text.contains(SLACK_TOKEN), "{text}");
+    app.shutdown().await;
+
+    let app = TestApp::spawn_with(&mattermost_target("")).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v4/posts"))
+        .and(header("authorization", format!("Bearer {MM_TOKEN}")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "post9"})))
+        .expect(1)
+        .mount(&app.chat)
+        .await;
+    let out = cli(&app, "t").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("message post9"),
+        "{text}"
+    );
+    app.shutdown().await;
+}

@@ -142,6 +142,14 @@ pub fn check_settings(settings: &Settings) -> Report {
         );
     }
 
+    for (name, t) in &settings.targets {
+        if crate::chatapp::buttons_on(t, &settings.server.public_url) {
+            report.notes.push(format!(
+                "targets.{name}: triage buttons on; whether each hook's API key may change alerts (SIC_WRITE_ALERTS_WORKFLOW, SIC_WRITE_ALERTS_COMMENTS) cannot be known offline: the first refusal is logged and told to the presser"
+            ));
+        }
+    }
+
     report.summary = format!(
         "{} target(s), {} hook(s), {} samples per template",
         settings.targets.len(),
@@ -350,7 +358,7 @@ mod tests {
             let url = if kind.spec().output() == Output::StdoutText {
                 String::new()
             } else if kind == TargetKind::SlackApp {
-                "token = \"xoxb-1-2-x\"\nchannel = \"C0123456789\"\n".to_string()
+                "token = \"xoxb-1-2-x\"\nchannel = \"C0123456789\"\nsigning_secret = \"8f742231b10e8888abcd99aaabbb85a5\"\n".to_string()
             } else if kind == TargetKind::MattermostApp {
                 "url = \"https://x.invalid\"\ntoken = \"abcdefghijklmnopqrstuvwxyz\"\nchannel_id = \"abcdefghijklmnopqrstuvwxyz\"\n".to_string()
             } else {
@@ -370,7 +378,12 @@ mod tests {
         let s =
             load_str(&text, &dir.path().join("c.toml"), dir.path(), &Env::new()).expect("config");
         let r = check_settings(&s);
-        assert!(r.ok() && r.warnings.is_empty(), "{}", r.to_text());
+        // Mattermost buttons need server.public_url, which this config leaves out.
+        assert!(
+            r.ok() && r.warnings.len() == 1 && r.warnings[0].contains("server.public_url"),
+            "{}",
+            r.to_text()
+        );
     }
 
     /// The worked examples of the README's "Templates" section pass `check`, so the README

@@ -84,6 +84,11 @@ pub fn settings_warnings(settings: &Settings) -> Vec<String> {
         }
     }
     for (name, t) in &settings.targets {
+        out.extend(crate::chatapp::config_warnings(
+            name,
+            t,
+            &settings.server.public_url,
+        ));
         if let Some(url) = &t.url {
             out.extend(
                 t.kind
