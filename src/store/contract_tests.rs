@@ -80,7 +80,67 @@ contract!(
     prune_drops_finished_rows_only,
     probe_is_a_write_that_succeeds,
     message_refs_are_stored_replaced_and_expire,
+    storm_plans_rank_fold_and_digest_free_rows_only,
 );
+
+async fn storm_plans_rank_fold_and_digest_free_rows_only(store: Store) {
+    for i in 0..4 {
+        let mut ev = event(&format!("s{i}"), &["t", "other"]);
+        ev.alert_uuid = Some(format!("a{i}"));
+        store.ingest(ev).await.unwrap();
+    }
+    let c = store.candidates("t", 100).await.unwrap();
+    assert_eq!(c.len(), 4);
+    assert!(c.iter().all(|c| c.urgency.is_none() && c.members == 0));
+    // One of them is claimed (being sent): the plan must leave it alone.
+    let busy = store.claim("t", 1).await.unwrap().remove(0);
+    let ids: Vec<i64> = c.iter().map(|c| c.id).filter(|id| *id != busy.id).collect();
+    assert_eq!(store.candidates("t", 100).await.unwrap().len(), 3);
+    let plan = StormPlan {
+        ranks: vec![(ids[0], 90, 5), (busy.id, 10, 1)],
+        alerts: vec![(ids[0], "{\"urgency\":90}".into())],
+        folds: vec![
+            (ids[1], FoldInto::NewDigest(0)),
+            (ids[2], FoldInto::NewDigest(0)),
+            (busy.id, FoldInto::NewDigest(0)),
+        ],
+        new_digests: vec![NewDigest {
+            hook: "soc".into(),
+            urgency: 40,
+            next_at_ms: 7,
+        }],
+    };
+    let applied = store.apply_plan("t", plan).await.unwrap();
+    assert_eq!(applied, PlanApplied { folded: 2, digests: 1 });
+    let c = store.candidates("t", 100).await.unwrap();
+    // The ranked row and the new digest are left; the claimed row is still claimed.
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!((c[0].id, c[0].urgency, c[0].next_at_ms), (ids[0], Some(90), 5));
+    assert_eq!(c[0].alert_json.as_deref(), Some("{\"urgency\":90}"));
+    let digest = &c[1];
+    assert_eq!(digest.event_type, DIGEST_EVENT_TYPE);
+    assert_eq!((digest.members, digest.urgency, digest.next_at_ms), (2, Some(40), 7));
+    let members = store.members(digest.id).await.unwrap();
+    assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+    // The claimed row was not ranked: it completes as usual.
+    store.complete(busy.id, Outcome::Delivered { status: 200 }).await.unwrap();
+    // The other target is untouched; the digest is claimed like any delivery.
+    assert_eq!(store.candidates("other", 100).await.unwrap().len(), 4);
+    let claimed = store.claim("t", 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].id, ids[0], "ranked first by its next_at");
+    assert_eq!(claimed[0].alert_json.as_deref(), Some("{\"urgency\":90}"));
+    assert_eq!(claimed[1].event_type, DIGEST_EVENT_TYPE);
+    // Nothing folds into a row being sent.
+    let late = StormPlan {
+        folds: vec![(ids[0], FoldInto::Delivery(claimed[1].id))],
+        ..StormPlan::default()
+    };
+    assert_eq!(store.apply_plan("t", late).await.unwrap().folded, 0);
+    // Folded rows are neither pending nor dead.
+    let d = store.depth().await.unwrap();
+    assert_eq!((d.pending + d.inflight, d.dead), (4 + 2, 0));
+}
 
 async fn message_refs_are_stored_replaced_and_expire(store: Store) {
     assert_eq!(store.message_ref("slack", "a-1").await.unwrap(), None);

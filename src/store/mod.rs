@@ -94,6 +94,80 @@ pub struct Claimed {
     pub body: Option<String>,
     /// When the relay acknowledged the event (unix ms), for the receipt-to-delivery latency.
     pub received_at_ms: i64,
+    /// The event's `type`: `relay-digest` for a digest made by the storm planner.
+    pub event_type: String,
+    /// The alert as fetched once for this event (by the storm planner), if it was.
+    pub alert_json: Option<String>,
+}
+
+/// The `type` of the events the storm planner creates to carry a digest.
+pub const DIGEST_EVENT_TYPE: &str = "relay-digest";
+
+/// A delivery the storm planner may rank, collapse or digest: pending, due, not claimed by
+/// anyone, never attempted (nothing of it was sent).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: i64,
+    pub hook: String,
+    pub event_type: String,
+    pub action: String,
+    pub alert_uuid: Option<String>,
+    pub short_id: Option<String>,
+    pub event_json: String,
+    pub alert_json: Option<String>,
+    /// Set once planned.
+    pub urgency: Option<i64>,
+    pub next_at_ms: i64,
+    pub received_at_ms: i64,
+    /// Deliveries already folded into this one (a digest's alerts, an alert's older events).
+    pub members: u32,
+}
+
+/// What the storm planner decided for one target, applied in one transaction. Rows claimed
+/// in the meantime are left out (and so sent on their own): nothing is ever in two messages.
+#[derive(Debug, Clone, Default)]
+pub struct StormPlan {
+    /// (delivery, urgency, new next_at): the claim order.
+    pub ranks: Vec<(i64, i64, i64)>,
+    /// (delivery, alert JSON): kept with the delivery's event, where none is yet.
+    pub alerts: Vec<(i64, String)>,
+    /// (member, the delivery that carries it).
+    pub folds: Vec<(i64, FoldInto)>,
+    pub new_digests: Vec<NewDigest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldInto {
+    Delivery(i64),
+    /// Index into [`StormPlan::new_digests`].
+    NewDigest(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDigest {
+    pub hook: String,
+    pub urgency: i64,
+    pub next_at_ms: i64,
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanApplied {
+    pub folded: usize,
+    /// Digests created (those that got at least one member).
+    pub digests: usize,
+}
+
+/// A delivery folded into another: a digest's alert, or an older event of a collapsed alert.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: i64,
+    pub hook: String,
+    pub event_json: String,
+    pub alert_json: Option<String>,
+    pub short_id: Option<String>,
+    pub urgency: Option<i64>,
+    pub received_at_ms: i64,
 }
 
 /// What happened to a claimed delivery.
@@ -306,12 +380,36 @@ impl Store {
         each_backend!(self, b => b.depth().await)
     }
 
+    /// Up to `limit` deliveries of `target` the storm planner may act on, oldest first.
+    pub async fn candidates(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        each_backend!(self, b => b.candidates(target, limit).await)
+    }
+
+    /// Apply a storm plan for `target` in one transaction, skipping rows claimed meanwhile.
+    pub async fn apply_plan(
+        &self,
+        target: &str,
+        plan: StormPlan,
+    ) -> Result<PlanApplied, StoreError> {
+        each_backend!(self, b => b.apply_plan(target, plan).await)
+    }
+
+    /// The deliveries folded into `delivery`, oldest event first.
+    pub async fn members(&self, delivery: i64) -> Result<Vec<Member>, StoreError> {
+        each_backend!(self, b => b.members(delivery).await)
+    }
+
     /// A real write through the same path as events: `/readyz` is 503 when this fails.
     pub async fn probe(&self) -> Result<(), StoreError> {
         each_backend!(self, b => b.probe().await)
     }
 
-    /// Drop finished deliveries (delivered, dead, skipped) and events older than the cut-off.
+    /// Drop finished deliveries (delivered, dead, skipped, folded) and events older than the
+    /// cut-off.
     pub async fn prune(&self, older_than_ms: i64) -> Result<usize, StoreError> {
         each_backend!(self, b => b.prune(older_than_ms).await)
     }

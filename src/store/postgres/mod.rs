@@ -18,6 +18,7 @@ mod batch;
 mod ingest;
 mod message_refs;
 mod outcomes;
+mod storm;
 mod tls;
 
 use std::path::PathBuf;
@@ -272,7 +273,8 @@ impl PgStore {
                          UPDATE deliveries d SET claimed_by = $4, lease_until = $2 + $5
                          FROM c, events e WHERE d.id = c.id AND e.id = d.event_id
                          RETURNING d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from,
-                                   e.body, d.body, e.received_at, e.short_id, d.next_at",
+                                   e.body, d.body, e.received_at, e.short_id, d.next_at,
+                                   e.type, e.alert_json",
                     )
                     .await?,
                 &[
@@ -301,6 +303,8 @@ impl PgStore {
                         body: r.get(7),
                         received_at_ms: r.get(8),
                         short_id: r.get(9),
+                        event_type: r.get(11),
+                        alert_json: r.get(12),
                     },
                 )
             })
@@ -475,7 +479,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let n = tx
             .execute(
-                "DELETE FROM deliveries WHERE state IN ('delivered', 'dead', 'skipped') AND updated_at < $1",
+                "DELETE FROM deliveries WHERE state IN ('delivered', 'dead', 'skipped', 'folded') AND updated_at < $1",
                 &[&older_than_ms],
             )
             .await?;

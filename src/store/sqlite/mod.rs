@@ -18,7 +18,10 @@ pub(crate) use dead_letters::export;
 use dead_letters::DeadLetters;
 use message_refs::MessageRefs;
 
-use super::{Claimed, DeadLetter, Ingested, MessageRef, NewEvent, Outcome, QueueDepth, StoreError};
+use super::{
+    Candidate, Claimed, DeadLetter, Ingested, Member, MessageRef, NewEvent, Outcome, PlanApplied,
+    QueueDepth, StoreError, StormPlan,
+};
 use crate::configuration::SyncMode;
 
 /// Most commands one transaction takes: bounds the latency a commit adds to the first request
@@ -43,6 +46,18 @@ enum Command {
         older_than_ms: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    // Storm control: answered on the writer thread, which knows what is claimed.
+    Candidates {
+        target: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Candidate>, StoreError>>,
+    },
+    Plan {
+        target: String,
+        plan: StormPlan,
+        reply: oneshot::Sender<Result<PlanApplied, StoreError>>,
+    },
+    Members(i64, oneshot::Sender<Result<Vec<Member>, StoreError>>),
 }
 
 /// Handle to the SQLite store; cheap to clone. The writer thread stops when the last handle drops.
@@ -240,6 +255,38 @@ impl SqliteStore {
 
     pub async fn depth(&self) -> Result<QueueDepth, StoreError> {
         self.call(Command::Depth).await
+    }
+
+    pub async fn candidates(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let target = target.to_string();
+        self.call(|reply| Command::Candidates {
+            target,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn apply_plan(
+        &self,
+        target: &str,
+        plan: StormPlan,
+    ) -> Result<PlanApplied, StoreError> {
+        let target = target.to_string();
+        self.call(|reply| Command::Plan {
+            target,
+            plan,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn members(&self, delivery: i64) -> Result<Vec<Member>, StoreError> {
+        self.call(|r| Command::Members(delivery, r)).await
     }
 
     /// A real write through the same path as events: `/readyz` is 503 when this fails.

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::MAX_BATCH;
 use super::{now_ms, Claimed, Command, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
+use crate::store::{Candidate, FoldInto, Member, PlanApplied, StormPlan, DIGEST_EVENT_TYPE};
 
 /// A reply to send once the batch's transaction has committed (or failed).
 enum Pending {
@@ -90,6 +91,23 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                             .map_err(Into::into),
                     ),
                 ),
+                Command::Candidates {
+                    target,
+                    limit,
+                    reply,
+                } => drop(reply.send(
+                    candidates(&conn, &target, limit, now_ms(), &claimed).map_err(Into::into),
+                )),
+                Command::Members(id, reply) => {
+                    drop(reply.send(members(&conn, id).map_err(Into::into)))
+                }
+                Command::Plan {
+                    target,
+                    plan,
+                    reply,
+                } => drop(reply.send(
+                    apply_plan(&mut conn, &target, &plan, now_ms(), &claimed).map_err(Into::into),
+                )),
                 other => writes.push(other),
             }
         }
@@ -135,6 +153,9 @@ fn reply_err(cmd: Command, err: &rusqlite::Error) {
         Command::Prune { reply, .. } => drop(reply.send(Err(e()))),
         Command::NextDue(_, tx) => drop(tx.send(Err(e()))),
         Command::Depth(tx) => drop(tx.send(Err(e()))),
+        Command::Candidates { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Plan { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Members(_, tx) => drop(tx.send(Err(e()))),
     }
 }
 
@@ -186,7 +207,12 @@ fn apply(tx: &Transaction<'_>, cmd: &Command, now: i64) -> Result<Applied, rusql
         }
         Command::Prune { older_than_ms, .. } => Applied::Count(prune(tx, *older_than_ms)?),
         // Read-only commands (and releases) never reach a transaction.
-        Command::Claim { .. } | Command::NextDue(..) | Command::Depth(_) => Applied::Unit,
+        Command::Claim { .. }
+        | Command::NextDue(..)
+        | Command::Depth(_)
+        | Command::Candidates { .. }
+        | Command::Plan { .. }
+        | Command::Members(..) => Applied::Unit,
     })
 }
 
@@ -238,7 +264,7 @@ fn claim(
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at,
-                e.short_id
+                e.short_id, e.type, e.alert_json
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
          ORDER BY d.next_at, d.id LIMIT ?3",
@@ -266,6 +292,8 @@ fn claim(
             body: r.get(7)?,
             received_at_ms: r.get(8)?,
             short_id: r.get(9)?,
+            event_type: r.get(10)?,
+            alert_json: r.get(11)?,
         });
     }
     claimed.extend(rows.iter().map(|c| c.id));
@@ -335,7 +363,7 @@ fn complete(
 
 fn prune(tx: &Transaction<'_>, older_than_ms: i64) -> Result<usize, rusqlite::Error> {
     let deliveries = tx.execute(
-        "DELETE FROM deliveries WHERE state IN ('delivered', 'dead', 'skipped') AND updated_at < ?1",
+        "DELETE FROM deliveries WHERE state IN ('delivered', 'dead', 'skipped', 'folded') AND updated_at < ?1",
         params![older_than_ms],
     )?;
     tx.execute(
@@ -374,4 +402,162 @@ fn depth(conn: &Connection) -> Result<QueueDepth, rusqlite::Error> {
         inflight: 0,
         dead: count("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
     })
+}
+
+/// Deliveries of `target` the storm planner may act on (see [`Candidate`]).
+fn candidates(
+    conn: &Connection,
+    target: &str,
+    limit: usize,
+    now: i64,
+    claimed: &HashSet<i64>,
+) -> Result<Vec<Candidate>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, e.hook, e.type, e.action, e.alert_uuid, e.short_id, e.body, e.alert_json,
+                d.urgency, d.next_at, e.received_at,
+                (SELECT COUNT(*) FROM deliveries m WHERE m.folded_into = d.id AND m.state = 'folded')
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
+           AND d.attempts = 0 AND d.body IS NULL
+         ORDER BY d.next_at LIMIT ?3",
+    )?;
+    let fetch = limit.saturating_add(claimed.len());
+    let mut out = Vec::new();
+    let mut q = stmt.query(params![target, now, fetch as i64])?;
+    while let Some(r) = q.next()? {
+        if out.len() >= limit {
+            break;
+        }
+        let id: i64 = r.get(0)?;
+        if claimed.contains(&id) {
+            continue;
+        }
+        out.push(Candidate {
+            id,
+            hook: r.get(1)?,
+            event_type: r.get(2)?,
+            action: r.get(3)?,
+            alert_uuid: r.get(4)?,
+            short_id: r.get(5)?,
+            event_json: r.get(6)?,
+            alert_json: r.get(7)?,
+            urgency: r.get(8)?,
+            next_at_ms: r.get(9)?,
+            received_at_ms: r.get(10)?,
+            members: r.get::<_, i64>(11)?.max(0) as u32,
+        });
+    }
+    Ok(out)
+}
+
+/// Apply a storm plan in one transaction. A row is touched only while it is still free
+/// (pending, never attempted, not claimed): a row claimed since the plan was made is sent
+/// on its own, and nothing is folded into a row that is being sent.
+fn apply_plan(
+    conn: &mut Connection,
+    target: &str,
+    plan: &StormPlan,
+    now: i64,
+    claimed: &HashSet<i64>,
+) -> Result<PlanApplied, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let free = |tx: &Transaction<'_>, id: i64| -> Result<bool, rusqlite::Error> {
+        if claimed.contains(&id) {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "SELECT 1 FROM deliveries WHERE id = ?1 AND target = ?2 AND state = 'pending'
+             AND attempts = 0 AND body IS NULL",
+        )?
+        .query_row(params![id, target], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+    };
+    for (id, urgency, next_at) in &plan.ranks {
+        if free(&tx, *id)? {
+            tx.prepare_cached("UPDATE deliveries SET urgency = ?2, next_at = ?3 WHERE id = ?1")?
+                .execute(params![id, urgency, next_at])?;
+        }
+    }
+    for (id, alert) in &plan.alerts {
+        tx.prepare_cached(
+            "UPDATE events SET alert_json = ?2
+             WHERE id = (SELECT event_id FROM deliveries WHERE id = ?1) AND alert_json IS NULL",
+        )?
+        .execute(params![id, alert])?;
+    }
+    let mut digests: Vec<Option<i64>> = vec![None; plan.new_digests.len()];
+    let mut applied = PlanApplied::default();
+    for (member, into) in &plan.folds {
+        if !free(&tx, *member)? {
+            continue;
+        }
+        let into = match *into {
+            FoldInto::Delivery(id) => {
+                if !free(&tx, id)? {
+                    continue;
+                }
+                id
+            }
+            FoldInto::NewDigest(i) => match digests.get(i).copied().flatten() {
+                Some(id) => id,
+                None => {
+                    let Some(d) = plan.new_digests.get(i) else {
+                        continue;
+                    };
+                    let public_id = uuid::Uuid::now_v7().to_string();
+                    tx.prepare_cached(
+                        "INSERT INTO events (public_id, hook, dedup_key, type, action, body, received_at)
+                         VALUES (?1, ?2, ?3, ?4, 'digest', ?5, ?6)",
+                    )?
+                    .execute(params![
+                        public_id,
+                        d.hook,
+                        format!("digest:{public_id}"),
+                        DIGEST_EVENT_TYPE,
+                        serde_json::json!({"type": DIGEST_EVENT_TYPE, "action": "digest"}).to_string(),
+                        now
+                    ])?;
+                    let event_id = tx.last_insert_rowid();
+                    tx.prepare_cached(
+                        "INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at, urgency)
+                         VALUES (?1, ?2, 'pending', ?3, ?4, ?4, ?5)",
+                    )?
+                    .execute(params![event_id, target, d.next_at_ms, now, d.urgency])?;
+                    let id = tx.last_insert_rowid();
+                    digests[i] = Some(id);
+                    applied.digests += 1;
+                    id
+                }
+            },
+        };
+        tx.prepare_cached(
+            "UPDATE deliveries SET state = 'folded', folded_into = ?2, updated_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![member, into, now])?;
+        applied.folded += 1;
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// The deliveries folded into `delivery`, oldest event first.
+fn members(conn: &Connection, delivery: i64) -> Result<Vec<Member>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, e.hook, e.body, e.alert_json, e.short_id, d.urgency, e.received_at
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.folded_into = ?1 AND d.state = 'folded' ORDER BY e.id",
+    )?;
+    let rows = stmt.query_map(params![delivery], |r| {
+        Ok(Member {
+            id: r.get(0)?,
+            hook: r.get(1)?,
+            event_json: r.get(2)?,
+            alert_json: r.get(3)?,
+            short_id: r.get(4)?,
+            urgency: r.get(5)?,
+            received_at_ms: r.get(6)?,
+        })
+    })?;
+    rows.collect()
 }
