@@ -19,7 +19,9 @@
 //!    bucket, post, and record success, a retry (the `retry_schedule`, jittered, pushed later
 //!    by `Retry-After`) or a dead letter. The bot-token kinds (`slack_app`, `mattermost_app`)
 //!    go through [`chatapp`] instead: one living message per alert, edited by later events
-//!    (its reference kept in the store). [`retry`] is the one retry policy (a schedule as
+//!    (its reference kept in the store), with triage buttons whose presses
+//!    [`routes::integrations`] receives (`POST /integrations/{slack,mattermost}/actions`).
+//!    [`retry`] is the one retry policy (a schedule as
 //!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!
 //! Around it, by layer:
