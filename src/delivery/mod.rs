@@ -7,6 +7,7 @@
 
 pub mod policy;
 mod sender;
+pub mod storm;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
