@@ -56,6 +56,7 @@ fn render(c: &mut Criterion) {
         let alert: serde_json::Value = serde_json::from_str(alert).expect("json");
         for kind in TargetKind::ALL {
             let input = RenderInput {
+                changes: &[],
                 event: &event,
                 alert: Some(&alert),
                 enrichment_error: None,

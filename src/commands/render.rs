@@ -76,6 +76,7 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
         (_, false) => None,
     };
     let input = RenderInput {
+        changes: &[],
         event: &event.json,
         alert: alert.as_ref(),
         enrichment_error: opts.unenriched.then_some(UNENRICHED_REASON),
@@ -91,6 +92,7 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
         .collect();
     for target in &selection.selected {
         let input = RenderInput {
+            changes: &[],
             target_name: target,
             ..input
         };

@@ -86,6 +86,7 @@ pub async fn run(settings: &Settings, target: &str) -> Result<SendReport, Comman
         .find(|h| h.candidate_targets().iter().any(|c| c == target));
     let (event, alert) = test_sample();
     let input = RenderInput {
+        changes: &[],
         event: &event,
         alert: Some(&alert),
         enrichment_error: None,

@@ -301,12 +301,44 @@ pub struct TargetSettings {
     /// Who may press the card's buttons (Slack user ids or names); empty: everyone in the channel.
     #[serde(default)]
     pub allowed_users: Vec<String>,
+    // storm control (see delivery::storm)
+    /// More waiting messages than this go out as digests; 0 = never. Default per kind.
+    #[serde(default)]
+    pub digest_after: Option<usize>,
+    /// Alerts per digest message.
+    #[serde(default = "default_digest_max_items")]
+    pub digest_max_items: usize,
+    /// A MiniJinja template for this target's digests (default: the kind's built-in).
+    #[serde(default)]
+    pub digest_template: Option<PathBuf>,
+}
+
+fn default_digest_max_items() -> usize {
+    20
 }
 
 impl TargetSettings {
     pub fn rate_limit(&self) -> u32 {
         self.rate_limit_per_sec
             .unwrap_or_else(|| self.kind.spec().default_rate_limit_per_sec())
+    }
+
+    /// `digest_after`, or the kind's default.
+    pub fn digest_after(&self) -> usize {
+        self.digest_after
+            .unwrap_or_else(|| self.kind.spec().default_digest_after())
+    }
+
+    /// Alerts per digest: `digest_max_items`, at most what one message of the kind holds.
+    pub fn digest_items(&self) -> usize {
+        self.digest_max_items
+            .min(self.kind.spec().digest_items_cap())
+    }
+
+    /// Whether the storm planner runs for this target: only paced targets wait, so only
+    /// they have storms to control (an unlimited target sends as fast as it answers).
+    pub fn storm_control(&self) -> bool {
+        self.rate_limit() > 0 && self.kind.spec().output() != crate::targets::Output::StdoutText
     }
 
     /// The value of a kind's extra key (`channel`, `username`, `icon_url`), if set and not

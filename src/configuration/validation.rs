@@ -88,6 +88,7 @@ impl Settings {
                 ));
             }
             let spec = t.kind.spec();
+            problems.extend(digest_problems(name, t));
             let has_key = t
                 .routing_key
                 .as_ref()
@@ -184,4 +185,31 @@ impl Settings {
     pub fn hook_by_name(&self, name: &str) -> Option<&HookSettings> {
         self.hooks.iter().find(|h| h.name == name)
     }
+}
+
+/// Config problems of a target's digest keys.
+///
+/// Rule: `digest_max_items` is 1–40; a kind without a built-in digest (pagerduty, webhook,
+/// console, the bot-token kinds) takes `digest_after` > 0 only with a `digest_template`.
+/// Reason: 40 items plus a header and a footer stay within Slack's 50 blocks and every kind's
+/// size limit; and a digest with nothing to render it would only show up as a dead letter in
+/// the middle of a storm.
+pub(crate) fn digest_problems(name: &str, t: &super::TargetSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if !(1..=40).contains(&t.digest_max_items) {
+        out.push(format!(
+            "targets.{name}.digest_max_items must be between 1 and 40 (it is {})",
+            t.digest_max_items
+        ));
+    }
+    if t.digest_after() > 0
+        && t.digest_template.is_none()
+        && t.kind.spec().builtin_digest_template().is_none()
+    {
+        out.push(format!(
+            "targets.{name}: kind {} has no built-in digest: set digest_template, or digest_after = 0",
+            t.kind
+        ));
+    }
+    out
 }

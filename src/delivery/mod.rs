@@ -519,6 +519,7 @@ impl Deliverer {
             Enrichment::NotApplicable => (None, None),
         };
         let input = RenderInput {
+            changes: &[],
             event: &event.json,
             alert,
             enrichment_error: error,

@@ -286,7 +286,12 @@ mod tests {
     fn older_events_of_an_alert_fold_into_the_newest() {
         let mut other_hook = cand(4, "a", 50);
         other_hook.hook = "other".into();
-        let c = [cand(1, "a", 100), cand(2, "b", 150), cand(3, "a", 200), other_hook];
+        let c = [
+            cand(1, "a", 100),
+            cand(2, "b", 150),
+            cand(3, "a", 200),
+            other_hook,
+        ];
         let p = plan(&c, &HashMap::new(), OFF, 1_000);
         assert_eq!(p.folds, [(1, FoldInto::Delivery(3))]);
         let ranked: Vec<i64> = p.ranks.iter().map(|r| r.0).collect();
@@ -321,7 +326,9 @@ mod tests {
         );
         assert_eq!(p.new_digests[0].urgency, UNKNOWN_URGENCY);
         // Under the limit: nothing is digested.
-        assert!(plan(&c[..2], &HashMap::new(), limits, 1_000).folds.is_empty());
+        assert!(plan(&c[..2], &HashMap::new(), limits, 1_000)
+            .folds
+            .is_empty());
     }
 
     #[test]
@@ -340,10 +347,7 @@ mod tests {
         let p = plan(&c, &known(&[(3, 80)]), limits, 1_000);
         assert_eq!(
             p.folds,
-            [
-                (1, FoldInto::Delivery(10)),
-                (2, FoldInto::NewDigest(0))
-            ]
+            [(1, FoldInto::Delivery(10)), (2, FoldInto::NewDigest(0))]
         );
         assert!(
             p.ranks.iter().any(|r| r.0 == 10 && r.1 == UNKNOWN_URGENCY),
@@ -354,9 +358,7 @@ mod tests {
 
     #[test]
     fn changes_list_each_fields_values_in_order() {
-        let ev = |status: &str, urgency: i64| {
-            json!({"attributes": {"updated": {"status": "uuid", "status_name": status, "urgency": urgency}}})
-        };
+        let ev = |status: &str, urgency: i64| json!({"attributes": {"updated": {"status": "uuid", "status_name": status, "urgency": urgency}}});
         let lines = changes(&[
             ev("Pending", 40),
             ev("Acknowledged", 40),
@@ -365,7 +367,10 @@ mod tests {
         ]);
         assert_eq!(
             lines,
-            ["status: Pending → Acknowledged → Closed", "urgency: 40 → 70"]
+            [
+                "status: Pending → Acknowledged → Closed",
+                "urgency: 40 → 70"
+            ]
         );
         assert!(changes(&[json!({})]).is_empty());
     }

@@ -49,6 +49,9 @@ pub struct RenderInput<'a> {
     pub target_name: &'a str,
     /// e.g. `https://app.sekoia.io`, with the per-hook override already applied.
     pub app_url: &'a str,
+    /// What changed, when this message carries newer events of the alert that were not sent
+    /// on their own (storm control collapsed them): `status: Pending → Closed`, one per field.
+    pub changes: &'a [String],
 }
 
 /// A rendered message, ready to post.
@@ -152,6 +155,18 @@ struct TargetEntry {
     user_template: Option<String>,
     /// The kind's extra `target.*` keys ([`crate::targets::TargetKindSpec::context_keys`]).
     context_keys: Vec<(&'static str, String)>,
+    /// Name of the user digest template (`digest_template`) in the environment, if any.
+    digest_template: Option<String>,
+}
+
+/// Everything a digest template sees (README, "Storms").
+pub struct DigestInput<'a> {
+    /// One object per alert, most urgent first: `short_id`, `title`, `rule`, `entity`,
+    /// `urgency`, `status`, `link`, `changes`.
+    pub items: &'a [Value],
+    pub hook_name: &'a str,
+    pub target_name: &'a str,
+    pub app_url: &'a str,
 }
 
 /// Compiled templates for every target. `Send + Sync`; share it in an `Arc`.
@@ -193,6 +208,22 @@ impl Renderer {
                 users.push((name.clone(), path, source, json));
             }
         }
+        let mut digests = BTreeMap::new();
+        for (name, t) in &settings.targets {
+            if let Some(p) = &t.digest_template {
+                let path = settings.resolve(p);
+                let source =
+                    std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                        target: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                digests.insert(
+                    name.clone(),
+                    (format!("{} (digest)", path.display()), source),
+                );
+            }
+        }
         let json_paths: HashSet<PathBuf> =
             users.iter().filter(|u| u.3).map(|u| u.1.clone()).collect();
         let mut json_names = HashSet::new();
@@ -212,6 +243,9 @@ impl Renderer {
             sources.insert(tname, source);
         }
 
+        for (tname, _) in digests.values() {
+            json_names.insert(tname.clone());
+        }
         let mut env = Environment::new();
         let json_names = Arc::new(json_names);
         env.set_auto_escape_callback(move |name| {
@@ -237,6 +271,14 @@ impl Renderer {
             let (name, source) = builtin_template(kind);
             env.add_template(name, source)
                 .map_err(|e| RenderError::from_template(name, &e, true))?;
+            if let Some((name, source)) = kind.spec().builtin_digest_template() {
+                env.add_template(name, source)
+                    .map_err(|e| RenderError::from_template(name, &e, true))?;
+            }
+        }
+        for (tname, source) in digests.values() {
+            env.add_template_owned(tname.clone(), source.clone())
+                .map_err(|e| RenderError::from_template(tname, &e, true))?;
         }
         for (tname, source) in sources {
             env.add_template_owned(tname.clone(), source)
@@ -257,6 +299,7 @@ impl Renderer {
                         .iter()
                         .filter_map(|k| t.extra(k).map(|v| (*k, v.to_string())))
                         .collect(),
+                    digest_template: digests.get(name).map(|d| d.0.clone()),
                 };
                 (name.clone(), entry)
             })
@@ -305,6 +348,74 @@ impl Renderer {
                 source: Box::new(source),
             })?;
         Ok(Rendered { body, fallback })
+    }
+
+    /// Render a storm digest for the named target: its `digest_template`, falling back to the
+    /// kind's built-in digest (like [`Renderer::render`]); Err when neither renders.
+    pub fn render_digest(
+        &self,
+        target_name: &str,
+        input: &DigestInput,
+    ) -> Result<Rendered, RenderError> {
+        let entry = self.entry(target_name)?;
+        let ctx = digest_context(input, target_name, entry);
+        let mut fallback = None;
+        if let Some(user) = &entry.digest_template {
+            match self.render_template(user, entry.kind, &ctx, false) {
+                Ok(body) => return Ok(Rendered { body, fallback }),
+                Err(err) => {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target_name, template = %user, error = %err, "digest template failed; the built-in digest is used");
+                    fallback = Some(err.to_string());
+                }
+            }
+        }
+        let Some((builtin, _)) = entry.kind.spec().builtin_digest_template() else {
+            return Err(fallback.map_or(
+                RenderError::UnknownTarget(format!("{target_name} (no digest template)")),
+                |detail| RenderError::Runtime {
+                    template: entry.digest_template.clone().unwrap_or_default(),
+                    line: None,
+                    detail,
+                },
+            ));
+        };
+        let body = self
+            .render_template(builtin, entry.kind, &ctx, true)
+            .map_err(|source| RenderError::Builtin {
+                kind: entry.kind,
+                source: Box::new(source),
+            })?;
+        Ok(Rendered { body, fallback })
+    }
+
+    /// A digest with the target's own digest template, failures reported (for `check` and
+    /// `render --digest`).
+    pub fn render_digest_strict(
+        &self,
+        target_name: &str,
+        input: &DigestInput,
+    ) -> Result<String, RenderError> {
+        let entry = self.entry(target_name)?;
+        let ctx = digest_context(input, target_name, entry);
+        match (
+            &entry.digest_template,
+            entry.kind.spec().builtin_digest_template(),
+        ) {
+            (Some(user), _) => self.render_template(user, entry.kind, &ctx, false),
+            (None, Some((builtin, _))) => self.render_template(builtin, entry.kind, &ctx, true),
+            (None, None) => Err(RenderError::UnknownTarget(format!(
+                "{target_name} (kind {} has no digest template)",
+                entry.kind
+            ))),
+        }
+    }
+
+    /// Whether the target has a digest template (its own or the kind's).
+    pub fn has_digest(&self, target_name: &str) -> bool {
+        self.targets.get(target_name).is_some_and(|e| {
+            e.digest_template.is_some() || e.kind.spec().builtin_digest_template().is_some()
+        })
     }
 
     /// Render with the target's own template and report its failure instead of falling back:
@@ -463,6 +574,65 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
     minijinja::Value::from_serialize(context_json(input, target))
 }
 
+/// One alert of a digest, as its template sees it.
+///
+/// Rule: the short id from the event (else the alert), title, rule, entity and status names
+/// from the alert when it was fetched (else none: the template shows the short id), the
+/// urgency as a number, the alert's link (or SEKOIA.IO's alert list), and the changes of its
+/// collapsed events. Reason: a digest line must stand for its alert even without details.
+pub fn digest_item(
+    event: &Value,
+    alert: Option<&Value>,
+    changes: &[String],
+    app_url: &str,
+) -> Value {
+    let at = |v: Option<&Value>, p: &str| {
+        v.and_then(|v| v.pointer(p))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let short_id = at(Some(event), "/attributes/short_id")
+        .or_else(|| at(alert, "/short_id"))
+        .unwrap_or_default();
+    let urgency = alert.and_then(crate::routing::policy::alert_urgency);
+    let link = alert_link(event, app_url)
+        .unwrap_or_else(|| format!("{}/operations/alerts", app_url.trim_end_matches('/')));
+    json!({
+        "short_id": short_id,
+        "title": at(alert, "/title"),
+        "rule": at(alert, "/rule/name"),
+        "entity": at(alert, "/entity/name"),
+        "status": at(alert, "/status/name"),
+        "urgency": urgency,
+        "action": at(Some(event), "/action"),
+        "link": link,
+        "changes": changes,
+    })
+}
+
+/// The digest template context (README, "Storms").
+fn digest_context(input: &DigestInput, target_name: &str, entry: &TargetEntry) -> minijinja::Value {
+    let mut target = json!({"name": target_name, "kind": entry.kind.as_str()});
+    if let Some(obj) = target.as_object_mut() {
+        for (key, value) in &entry.context_keys {
+            obj.insert(key.to_string(), Value::from(value.as_str()));
+        }
+    }
+    let app_url = input.app_url.trim_end_matches('/');
+    minijinja::Value::from_serialize(json!({
+        "digest": {
+            "count": input.items.len(),
+            "items": input.items,
+            "link": format!("{app_url}/operations/alerts"),
+        },
+        "event": {"type": crate::store::DIGEST_EVENT_TYPE, "action": "digest"},
+        "hook": {"name": input.hook_name},
+        "target": target,
+        "sekoia": {"app_url": app_url},
+    }))
+}
+
 /// The template context as JSON, with `target` given by the caller. Templates and
 /// `when` expressions (routing) see exactly the same variables.
 pub fn context_json(input: &RenderInput, target: Value) -> Value {
@@ -475,6 +645,7 @@ pub fn context_json(input: &RenderInput, target: Value) -> Value {
         "target": target,
         "links": {"alert": alert_link(input.event, input.app_url)},
         "sekoia": {"app_url": input.app_url.trim_end_matches('/')},
+        "changes": input.changes,
     })
 }
 

@@ -255,6 +255,7 @@ fn input<'a>(
     target: &'a str,
 ) -> RenderInput<'a> {
     RenderInput {
+        changes: &[],
         event,
         alert,
         enrichment_error: error,
@@ -1209,4 +1210,68 @@ fn builtin_payloads_match_the_snapshots() {
         }
     }
     assert!(stale.is_empty(), "payloads differ from the snapshots (rerun with UPDATE_SNAPSHOTS=1 and review the diff): {stale:#?}");
+}
+
+#[test]
+fn builtin_digests_render_hostile_items_within_every_kinds_rules() {
+    let mut text = String::from(
+        "[[hooks]]\nname = \"soc\"\nid = \"67a7472b-b43c-415d-b1ce-c135fb1dfb0e\"\ntargets = [\"slack\"]\n",
+    );
+    let kinds: Vec<TargetKind> = TargetKind::ALL
+        .into_iter()
+        .filter(|k| k.spec().builtin_digest_template().is_some())
+        .collect();
+    assert_eq!(kinds.len(), 7);
+    for kind in &kinds {
+        text.push_str(&format!(
+            "[targets.{kind}]\nkind = \"{kind}\"\nurl = \"https://x.invalid/api/webhooks/1?sig=a&key=k&token=t\"\n"
+        ));
+    }
+    let dir = std::path::Path::new("/nonexistent");
+    let settings = load_str(&text, &dir.join("c.toml"), dir, &Env::new()).expect("config");
+    let renderer = Renderer::new(&settings).expect("renderer");
+    let hostile = "<!channel> @here @all [x](https://evil.test) *bold* <https://evil.test|y>";
+    // As many alerts as the kind holds (at most the default 20), with the longest values
+    // the templates let through.
+    let items: Vec<Value> = (0..20)
+        .map(|i| {
+            let event = json!({"type": "alert", "action": "created",
+                "attributes": {"short_id": format!("AL{i}Z"), "uuid": "u"}});
+            let alert = json!({"title": format!("{hostile} {}", "t".repeat(300)), "urgency": {"current_value": i * 2},
+                "rule": {"name": hostile}, "entity": {"name": hostile}});
+            digest_item(&event, Some(&alert), &[format!("status: {hostile} → Closed")], "https://app.sekoia.io")
+        })
+        .collect();
+    for kind in kinds {
+        let n = kind.spec().digest_items_cap().min(20);
+        let input = DigestInput {
+            items: &items[..n],
+            hook_name: "soc",
+            target_name: kind.as_str(),
+            app_url: "https://app.sekoia.io",
+        };
+        let body = renderer
+            .render_digest_strict(kind.as_str(), &input)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(body.len() <= kind.spec().max_body_bytes(), "{kind}");
+        assert!(
+            !body.contains("[x](https://evil.test)"),
+            "{kind}: a link was injected"
+        );
+        if kind == TargetKind::Slack {
+            assert!(
+                !body.contains("<!channel>"),
+                "slack: a mention was injected"
+            );
+        }
+        for i in 0..n {
+            assert!(
+                body.contains(&format!("AL{i}Z")),
+                "{kind}: AL{i} is missing ({} bytes)",
+                body.len()
+            );
+        }
+        assert!(v.is_object());
+    }
 }

@@ -17,7 +17,7 @@
 //! error ([`compare`]), so it fails open too, with one warning per rule.
 
 mod compare;
-mod policy;
+pub mod policy;
 mod when;
 
 pub use policy::{alert_unavailable, alert_urgency, passes_min_urgency, when_passes, WhenValue};
@@ -434,6 +434,7 @@ mod tests {
 
     fn input<'a>(event: &'a Value, alert: Option<&'a Value>) -> RenderInput<'a> {
         RenderInput {
+            changes: &[],
             event,
             alert,
             enrichment_error: alert.is_none().then_some("API down"),

@@ -111,19 +111,37 @@ async fn storm_plans_rank_fold_and_digest_free_rows_only(store: Store) {
         }],
     };
     let applied = store.apply_plan("t", plan).await.unwrap();
-    assert_eq!(applied, PlanApplied { folded: 2, digests: 1 });
+    assert_eq!(
+        applied,
+        PlanApplied {
+            folded: 2,
+            digests: 1
+        }
+    );
     let c = store.candidates("t", 100).await.unwrap();
     // The ranked row and the new digest are left; the claimed row is still claimed.
     assert_eq!(c.len(), 2, "{c:?}");
-    assert_eq!((c[0].id, c[0].urgency, c[0].next_at_ms), (ids[0], Some(90), 5));
+    assert_eq!(
+        (c[0].id, c[0].urgency, c[0].next_at_ms),
+        (ids[0], Some(90), 5)
+    );
     assert_eq!(c[0].alert_json.as_deref(), Some("{\"urgency\":90}"));
     let digest = &c[1];
     assert_eq!(digest.event_type, DIGEST_EVENT_TYPE);
-    assert_eq!((digest.members, digest.urgency, digest.next_at_ms), (2, Some(40), 7));
+    assert_eq!(
+        (digest.members, digest.urgency, digest.next_at_ms),
+        (2, Some(40), 7)
+    );
     let members = store.members(digest.id).await.unwrap();
-    assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+    assert_eq!(
+        members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [ids[1], ids[2]]
+    );
     // The claimed row was not ranked: it completes as usual.
-    store.complete(busy.id, Outcome::Delivered { status: 200 }).await.unwrap();
+    store
+        .complete(busy.id, Outcome::Delivered { status: 200 })
+        .await
+        .unwrap();
     // The other target is untouched; the digest is claimed like any delivery.
     assert_eq!(store.candidates("other", 100).await.unwrap().len(), 4);
     let claimed = store.claim("t", 10).await.unwrap();

@@ -30,6 +30,19 @@ impl TargetKindSpec for Chime {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/chime.json.j2",
+            include_str!("../../templates/digest/chime.json.j2"),
+        ))
+    }
+
+    /// What one message of this kind holds with the longest values the digest template
+    /// lets through (checked by the render tests).
+    fn digest_items_cap(&self) -> usize {
+        6
+    }
+
     fn max_body_bytes(&self) -> usize {
         CHIME_MAX_BYTES
     }

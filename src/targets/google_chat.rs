@@ -36,6 +36,19 @@ impl TargetKindSpec for GoogleChat {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/google_chat.json.j2",
+            include_str!("../../templates/digest/google_chat.json.j2"),
+        ))
+    }
+
+    /// What one message of this kind holds with the longest values the digest template
+    /// lets through (checked by the render tests).
+    fn digest_items_cap(&self) -> usize {
+        10
+    }
+
     fn max_body_bytes(&self) -> usize {
         GOOGLE_CHAT_MAX_BYTES
     }

@@ -33,6 +33,13 @@ impl TargetKindSpec for Mattermost {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/mattermost.json.j2",
+            include_str!("../../templates/digest/mattermost.json.j2"),
+        ))
+    }
+
     fn max_body_bytes(&self) -> usize {
         MATTERMOST_MAX_BYTES
     }

@@ -54,6 +54,30 @@ pub trait TargetKindSpec: Sync {
     /// Name and source of the built-in template (shipped in `templates/`, embedded).
     fn builtin_template(&self) -> (&'static str, &'static str);
 
+    /// Name and source of the built-in storm digest template (`templates/digest/`), for the
+    /// kinds a person reads in a channel. `None`: digests are off by default for the kind
+    /// (PagerDuty needs one event per alert, a webhook consumer its own format, a living
+    /// message edits itself) and need a `digest_template` to be turned on.
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// Most alerts one digest message of this kind holds, whatever `digest_max_items` says:
+    /// a small message limit (Chime's 4 KB) must not cut alerts out of a digest.
+    fn digest_items_cap(&self) -> usize {
+        40
+    }
+
+    /// `digest_after` when the target does not set it: 5 for kinds with a built-in digest,
+    /// else 0 (off).
+    fn default_digest_after(&self) -> usize {
+        if self.builtin_digest_template().is_some() {
+            5
+        } else {
+            0
+        }
+    }
+
     /// The hard size limit of a rendered body in bytes: nothing larger is sent.
     fn max_body_bytes(&self) -> usize;
 

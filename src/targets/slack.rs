@@ -41,6 +41,13 @@ impl TargetKindSpec for Slack {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/slack.json.j2",
+            include_str!("../../templates/digest/slack.json.j2"),
+        ))
+    }
+
     fn max_body_bytes(&self) -> usize {
         SLACK_MAX_BYTES
     }

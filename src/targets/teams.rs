@@ -36,6 +36,13 @@ impl TargetKindSpec for Teams {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/teams.json.j2",
+            include_str!("../../templates/digest/teams.json.j2"),
+        ))
+    }
+
     fn max_body_bytes(&self) -> usize {
         TEAMS_MAX_BYTES
     }

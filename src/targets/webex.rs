@@ -32,6 +32,19 @@ impl TargetKindSpec for Webex {
         )
     }
 
+    fn builtin_digest_template(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "builtin/digest/webex.json.j2",
+            include_str!("../../templates/digest/webex.json.j2"),
+        ))
+    }
+
+    /// What one message of this kind holds with the longest values the digest template
+    /// lets through (checked by the render tests).
+    fn digest_items_cap(&self) -> usize {
+        12
+    }
+
     fn max_body_bytes(&self) -> usize {
         WEBEX_MAX_BYTES
     }

@@ -170,6 +170,7 @@ fn sample_input<'a>(
         .map(|h| h.app_url(&settings.sekoia))
         .unwrap_or(&settings.sekoia.app_url);
     RenderInput {
+        changes: &[],
         event: &sample.event,
         alert: sample.alert.as_ref(),
         enrichment_error: sample.enrichment_error,

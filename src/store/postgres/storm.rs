@@ -90,7 +90,8 @@ impl PgStore {
             .await?;
         for (id, urgency, next_at) in &plan.ranks {
             if free.contains(id) {
-                tx.execute(&rank, &[id, &(*urgency as i32), next_at]).await?;
+                tx.execute(&rank, &[id, &(*urgency as i32), next_at])
+                    .await?;
             }
         }
         let keep = tx
