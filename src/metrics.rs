@@ -99,6 +99,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -118,6 +123,10 @@ pub struct Metrics {
     deliveries: Family<TargetOutcome, Counter>,
     attempts: Family<TargetLabel, Counter>,
     triage: Family<TriageLabel, Counter>,
+    digests: Family<TargetLabel, Counter>,
+    digest_alerts: Histogram,
+    collapsed: Family<TargetLabel, Counter>,
+    api_calls: Family<KindLabel, Counter>,
     queue: Family<StateLabel, Gauge>,
     enrichments: Family<OutcomeLabel, Counter>,
     enrichment_seconds: Histogram,
@@ -201,6 +210,33 @@ impl Metrics {
             "Button presses in chat by target, action and result (done, refused, failed, forbidden)",
             triage.clone(),
         );
+        let digests = Family::<TargetLabel, Counter>::default();
+        registry.register(
+            "digests_sent",
+            "Storm digests delivered, by target",
+            digests.clone(),
+        );
+        let digest_alerts = Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 40.0].into_iter());
+        registry.register(
+            "digest_alerts",
+            "Alerts listed per delivered storm digest",
+            digest_alerts.clone(),
+        );
+        let collapsed = Family::<TargetLabel, Counter>::default();
+        registry.register(
+            "collapsed_updates",
+            "Events not sent on their own because a newer event of the same alert carried them, by target",
+            collapsed.clone(),
+        );
+        let api_calls = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "alert_api_requests",
+            "Requests to the SEKOIA.IO Alert API: single (one alert) or batch (a list of alerts)",
+            api_calls.clone(),
+        );
+        for kind in ["single", "batch"] {
+            let _ = api_calls.get_or_create(&KindLabel { kind });
+        }
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "config_reloads",
@@ -230,6 +266,10 @@ impl Metrics {
             deliveries,
             attempts,
             triage,
+            digests,
+            digest_alerts,
+            collapsed,
+            api_calls,
             queue,
             enrichments,
             enrichment_seconds,
@@ -248,6 +288,30 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    /// A storm digest listing `alerts` alerts was delivered to `target`.
+    pub fn digest_sent(&self, target: &str, alerts: usize) {
+        self.digests
+            .get_or_create(&TargetLabel {
+                target: target.to_string(),
+            })
+            .inc();
+        self.digest_alerts.observe(alerts as f64);
+    }
+
+    /// `n` events of `target` were collapsed into a newer event of their alert.
+    pub fn collapsed(&self, target: &str, n: u64) {
+        self.collapsed
+            .get_or_create(&TargetLabel {
+                target: target.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// One request to the Alert API (`single` or `batch`).
+    pub fn alert_api_call(&self, kind: &'static str) {
+        self.api_calls.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Count one button press: `result` is done, refused (by SEKOIA.IO), failed or forbidden.

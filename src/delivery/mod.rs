@@ -11,7 +11,7 @@ pub mod storm;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,8 +30,8 @@ use crate::routing::Decision;
 use crate::sekoia::{AlertClient, Credentials, Enrichment};
 use crate::state::Runtime;
 use crate::store::{
-    now_ms, sleep_until_ms, slot_interval_ms, target_pacing_key as pacing_key, Claimed, Outcome,
-    Store,
+    now_ms, sleep_until_ms, slot_interval_ms, target_pacing_key as pacing_key, Candidate, Claimed,
+    FoldInto, Outcome, Store, DIGEST_EVENT_TYPE,
 };
 use policy::Verdict;
 pub(crate) use sender::describe as describe_transport_error;
@@ -40,6 +40,15 @@ pub use sender::Sender;
 /// Longest idle wait between polls: bounds how long a row re-queued by `dead-letters retry`
 /// from another process waits before this server sees it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// How often a paced target's waiting messages are re-planned (ranked, collapsed, digested):
+/// well under one send slot of the fastest paced kinds (Teams 4/s), so an urgent alert that
+/// just arrived is ranked before the next claim.
+const PLAN_EVERY: Duration = Duration::from_millis(200);
+
+/// Most candidates one storm plan reads: a storm of this many waiting messages is planned in
+/// one go, a larger one over successive plans.
+const PLAN_LIMIT: usize = 2_000;
 
 /// Longest wait between two tries at recording an outcome the store refused (see `record`):
 /// bounds how long after space returns a held delivery is finished.
@@ -53,6 +62,10 @@ struct TargetState {
     inflight: AtomicUsize,
     /// Set by a 429/503 with Retry-After: nothing is sent to the target before this instant.
     paused_until: Mutex<Option<Instant>>,
+    /// A storm plan of this target is running: its rows are not claimed meanwhile.
+    planning: AtomicBool,
+    /// When the last storm plan of this target ended.
+    planned_at: Mutex<Option<Instant>>,
 }
 
 impl TargetState {
@@ -71,7 +84,20 @@ impl TargetState {
             cap,
             inflight: AtomicUsize::new(0),
             paused_until: Mutex::new(None),
+            planning: AtomicBool::new(false),
+            planned_at: Mutex::new(None),
         }
+    }
+
+    /// Whether a storm plan is due: none ran in the last [`PLAN_EVERY`].
+    fn plan_due(&self) -> bool {
+        let at = self.planned_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.is_none_or(|t| t.elapsed() >= PLAN_EVERY)
+    }
+
+    fn planned(&self) {
+        *self.planned_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.planning.store(false, Ordering::Release);
     }
 
     fn paused(&self) -> bool {
@@ -224,6 +250,25 @@ impl Deliverer {
             if state.paused() {
                 continue;
             }
+            if target.storm_control() {
+                if state.planning.load(Ordering::Acquire) {
+                    // Its end wakes the dispatcher.
+                    held_back = true;
+                    continue;
+                }
+                if state.plan_due() {
+                    state.planning.store(true, Ordering::Release);
+                    let (this, state, rt, name) =
+                        (self.clone(), state.clone(), rt.clone(), name.clone());
+                    tokio::spawn(async move {
+                        this.plan(&rt, &name).await;
+                        state.planned();
+                        this.wake.notify_one();
+                    });
+                    held_back = true;
+                    continue;
+                }
+            }
             // Only this target's own slots: a hung target fills its share and stops there.
             let inflight = state.inflight.load(Ordering::Acquire);
             let n = policy::claim_size(state.cap, inflight);
@@ -330,6 +375,17 @@ impl Deliverer {
                         tracing::error!(%error, "cannot build the message");
                         return dead(None, error, None, None);
                     }
+                    Prepared::Later(error) => {
+                        tracing::warn!(%error, "cannot build the message yet: retrying in 5 s");
+                        return Outcome::Retry {
+                            next_at_ms: now_ms() + 5_000,
+                            status: None,
+                            error,
+                            response: None,
+                            body: None,
+                            counts_attempt: false,
+                        };
+                    }
                 }
             }
         };
@@ -386,6 +442,10 @@ impl Deliverer {
             },
             &settings.delivery,
         );
+        if row.event_type == DIGEST_EVENT_TYPE && matches!(outcome, Outcome::Delivered { .. }) {
+            let n = self.store.members(row.id).await.map_or(0, |m| m.len());
+            self.metrics.digest_sent(&row.target, n);
+        }
         if let Some(pause) = pause {
             // The target asked everyone to wait, not only this delivery: every replica, when
             // the store is shared.
@@ -493,7 +553,135 @@ impl Deliverer {
     }
 
     /// Enrich, route and render a delivery's message.
+    /// Rank, collapse and digest the waiting messages of one paced target (see [`storm`]):
+    /// learn the urgency of the new ones (one batch call per hook for the alerts not yet
+    /// known, each kept with its event), then apply the plan in one store transaction.
+    async fn plan(&self, rt: &Runtime, name: &str) {
+        let settings = &rt.settings;
+        let Some(target) = settings.targets.get(name) else {
+            return;
+        };
+        let candidates = match self.store.candidates(name, PLAN_LIMIT).await {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, target = %name, "cannot read the waiting messages: sending them in arrival order");
+                return;
+            }
+        };
+        let known = self.learn_urgencies(rt, &candidates).await;
+        let limits = storm::DigestLimits {
+            after: target.digest_after(),
+            max_items: target.digest_items(),
+        };
+        let plan = storm::plan(&candidates, &known, limits, now_ms());
+        if plan.ranks.is_empty() && plan.folds.is_empty() && plan.alerts.is_empty() {
+            return;
+        }
+        let collapses: Vec<i64> = plan
+            .folds
+            .iter()
+            .filter_map(|(m, into)| match into {
+                FoldInto::Delivery(id)
+                    if candidates
+                        .iter()
+                        .any(|c| c.id == *id && c.event_type != DIGEST_EVENT_TYPE) =>
+                {
+                    Some(*m)
+                }
+                _ => None,
+            })
+            .collect();
+        match self.store.apply_plan(name, plan).await {
+            Ok(applied) => {
+                if !collapses.is_empty() {
+                    self.metrics.collapsed(name, collapses.len() as u64);
+                }
+                if applied.folded > 0 {
+                    tracing::info!(target = %name, folded = applied.folded, new_digests = applied.digests, waiting = candidates.len(), "storm control: messages collapsed or digested");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, target = %name, "cannot apply the storm plan: sending in arrival order")
+            }
+        }
+    }
+
+    /// The urgency (and alert JSON, to keep) of candidates not ranked yet: from the alert kept
+    /// with the event, else from the cache after one batch call per hook.
+    async fn learn_urgencies(
+        &self,
+        rt: &Runtime,
+        candidates: &[Candidate],
+    ) -> HashMap<i64, storm::Known> {
+        let settings = &rt.settings;
+        let mut known = HashMap::new();
+        let mut by_hook: HashMap<&str, Vec<(i64, WebhookEvent)>> = HashMap::new();
+        for c in candidates
+            .iter()
+            .filter(|c| c.urgency.is_none() && c.event_type == "alert")
+        {
+            if let Some(json) = c
+                .alert_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            {
+                let urgency = crate::routing::policy::alert_urgency(&json).map(|u| u as i64);
+                known.insert(
+                    c.id,
+                    storm::Known {
+                        urgency,
+                        alert_json: None,
+                    },
+                );
+                continue;
+            }
+            let Ok(event) = serde_json::from_str(&c.event_json)
+                .map_err(|_| ())
+                .and_then(|j| WebhookEvent::from_json(j).map_err(|_| ()))
+            else {
+                continue;
+            };
+            if event.action == "deleted" {
+                continue;
+            }
+            by_hook
+                .entry(c.hook.as_str())
+                .or_default()
+                .push((c.id, event));
+        }
+        for (hook, rows) in by_hook {
+            let Some(h) = settings.hook_by_name(hook) else {
+                continue;
+            };
+            let creds = Credentials {
+                api_url: h.api_url(&settings.sekoia).to_string(),
+                api_key: secrecy::SecretString::from(
+                    h.api_key(&settings.sekoia).expose_secret().to_string(),
+                ),
+            };
+            let events: Vec<WebhookEvent> = rows.iter().map(|r| r.1.clone()).collect();
+            self.alerts.prefetch(&creds, &events).await;
+            for (id, event) in &rows {
+                if let Some(Enrichment::Enriched(a)) = self.alerts.cached(&creds, event).await {
+                    let urgency = crate::routing::policy::alert_urgency(a.json()).map(|u| u as i64);
+                    known.insert(
+                        *id,
+                        storm::Known {
+                            urgency,
+                            alert_json: serde_json::to_string(a.json()).ok(),
+                        },
+                    );
+                }
+            }
+        }
+        known
+    }
+
     async fn prepare(&self, rt: &Runtime, row: &Claimed) -> Prepared {
+        if row.event_type == DIGEST_EVENT_TYPE {
+            return self.prepare_digest(rt, row).await;
+        }
         let settings = &rt.settings;
         let Some(hook) = settings.hook_by_name(&row.hook) else {
             return Prepared::Fail(format!("hook {:?} is no longer configured", row.hook));
@@ -512,20 +700,33 @@ impl Deliverer {
                 hook.api_key(&settings.sekoia).expose_secret().to_string(),
             ),
         };
-        let enrichment = self.alerts.enrich(&creds, &event).await;
-        let (alert, error) = match &enrichment {
-            Enrichment::Enriched(a) => (Some(a.json()), None),
-            Enrichment::Unavailable(reason) => (None, Some(reason.as_str())),
-            Enrichment::NotApplicable => (None, None),
+        // The alert fetched once for this event (by the storm planner), else fetched now.
+        let stored: Option<serde_json::Value> = row
+            .alert_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok());
+        let enrichment = match stored {
+            Some(_) => Enrichment::NotApplicable,
+            None => self.alerts.enrich(&creds, &event).await,
+        };
+        let (alert, error) = match (&stored, &enrichment) {
+            (Some(a), _) => (Some(a), None),
+            (None, Enrichment::Enriched(a)) => (Some(a.json()), None),
+            (None, Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
+            (None, Enrichment::NotApplicable) => (None, None),
+        };
+        let changes = match settings.targets.get(&row.target) {
+            Some(t) if t.storm_control() => self.changes_of(row.id, &event.json).await,
+            _ => Vec::new(),
         };
         let input = RenderInput {
-            changes: &[],
             event: &event.json,
             alert,
             enrichment_error: error,
             hook_name: &hook.name,
             target_name: &row.target,
             app_url: hook.app_url(&settings.sekoia),
+            changes: &changes,
         };
         if let Decision::Skipped(reason) = rt.router.decide(&hook.name, &row.target, &input) {
             return Prepared::Skip(reason);
@@ -535,10 +736,116 @@ impl Deliverer {
             Err(e) => Prepared::Fail(format!("render failed: {e}")),
         }
     }
+
+    /// The changes line of a message that carries older, collapsed events of its alert.
+    async fn changes_of(&self, delivery: i64, newest: &serde_json::Value) -> Vec<String> {
+        let members = match self.store.members(delivery).await {
+            Ok(m) if !m.is_empty() => m,
+            _ => return Vec::new(),
+        };
+        let mut events: Vec<serde_json::Value> = members
+            .iter()
+            .filter_map(|m| serde_json::from_str(&m.event_json).ok())
+            .collect();
+        events.push(newest.clone());
+        storm::changes(&events)
+    }
+
+    /// A digest: each alert folded into it that its hook's routes send to this target, most
+    /// urgent first, rendered with the target's digest template.
+    async fn prepare_digest(&self, rt: &Runtime, row: &Claimed) -> Prepared {
+        let settings = &rt.settings;
+        let members = match self.store.members(row.id).await {
+            Ok(m) => m,
+            // Not a dead letter: the store is away, the digest waits for it.
+            Err(e) => return Prepared::Later(format!("cannot read the digest's alerts: {e}")),
+        };
+        let mut items: Vec<(i64, serde_json::Value)> = Vec::new();
+        for m in &members {
+            let Some(hook) = settings.hook_by_name(&m.hook) else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str(&m.event_json)
+                .map_err(|_| ())
+                .and_then(|j| WebhookEvent::from_json(j).map_err(|_| ()))
+            else {
+                continue;
+            };
+            let stored: Option<serde_json::Value> = m
+                .alert_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok());
+            let creds = Credentials {
+                api_url: hook.api_url(&settings.sekoia).to_string(),
+                api_key: secrecy::SecretString::from(
+                    hook.api_key(&settings.sekoia).expose_secret().to_string(),
+                ),
+            };
+            let enrichment = match stored {
+                Some(_) => Enrichment::NotApplicable,
+                None => self.alerts.enrich(&creds, &event).await,
+            };
+            let (alert, error) = match (&stored, &enrichment) {
+                (Some(a), _) => (Some(a), None),
+                (None, Enrichment::Enriched(a)) => (Some(a.json()), None),
+                (None, Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
+                (None, Enrichment::NotApplicable) => (None, None),
+            };
+            let changes = self.changes_of(m.id, &event.json).await;
+            let input = RenderInput {
+                event: &event.json,
+                alert,
+                enrichment_error: error,
+                hook_name: &hook.name,
+                target_name: &row.target,
+                app_url: hook.app_url(&settings.sekoia),
+                changes: &changes,
+            };
+            // The routes decide for each alert, as they would have for its own message.
+            if let Decision::Skipped(_) = rt.router.decide(&hook.name, &row.target, &input) {
+                continue;
+            }
+            let urgency = alert
+                .and_then(crate::routing::policy::alert_urgency)
+                .map_or(storm::UNKNOWN_URGENCY, |u| u as i64);
+            items.push((
+                urgency,
+                crate::render::digest_item(
+                    &event.json,
+                    alert,
+                    &changes,
+                    hook.app_url(&settings.sekoia),
+                ),
+            ));
+        }
+        if items.is_empty() {
+            return Prepared::Skip("no alert of this digest is routed to the target".into());
+        }
+        // Most urgent first; the sort is stable, so arrival order within one urgency.
+        items.sort_by_key(|(u, _)| -u);
+        let items: Vec<serde_json::Value> = items.into_iter().map(|(_, v)| v).collect();
+        let app_url = settings
+            .hook_by_name(&row.hook)
+            .map(|h| h.app_url(&settings.sekoia))
+            .unwrap_or(&settings.sekoia.app_url);
+        let input = crate::render::DigestInput {
+            items: &items,
+            hook_name: &row.hook,
+            target_name: &row.target,
+            app_url,
+        };
+        match rt.renderer.render_digest(&row.target, &input) {
+            Ok(r) => Prepared::Body(r.body),
+            Err(e) => Prepared::Fail(format!("digest render failed: {e}")),
+        }
+    }
 }
 
 enum Prepared {
     Body(String),
+    /// Cannot be built now for a reason that passes (the store is away): try again soon,
+    /// without counting an attempt.
+    Later(String),
     Skip(String),
     Fail(String),
 }

@@ -274,6 +274,114 @@ impl AlertClient {
             .await
     }
 
+    /// The cache entry of `event`'s alert, if one is there (a batch prefetch or an earlier
+    /// call filled it). Never calls the API.
+    pub async fn cached(&self, creds: &Credentials, event: &WebhookEvent) -> Option<Enrichment> {
+        let key = cache_key(creds, event)?;
+        self.cache.get(&key).await
+    }
+
+    /// Fetch the alerts of `events` that are not cached yet with as few calls as the Alert
+    /// API allows, and cache them for [`AlertClient::enrich`]: the storm planner's batch.
+    ///
+    /// `GET {api_url}/v1/sic/alerts?match[uuid]=a,b,…&limit=N&stix=false`, at most
+    /// [`BATCH_SIZE`] uuids per call (the list endpoint and its `match[uuid]` filter are those
+    /// of SEKOIA.IO's public automation library, `Sekoia.io/action_list_alerts.json` and
+    /// `sekoiaio/operation_center/`, whose lists answer `{"total", "items"}`). Paced by
+    /// `max_requests_per_sec` like every call. No retries: an alert the batch did not bring
+    /// is fetched on its own later, with the usual retries. Returns how many it cached.
+    pub async fn prefetch(&self, creds: &Credentials, events: &[WebhookEvent]) -> usize {
+        let key = creds.api_key.expose_secret().trim();
+        let api_url = creds.api_url.trim().trim_end_matches('/');
+        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {key}")) else {
+            return 0;
+        };
+        auth.set_sensitive(true);
+        let mut wanted: Vec<(String, CacheKey)> = Vec::new();
+        for e in events {
+            if !e.is_alert() || e.action == "deleted" {
+                continue;
+            }
+            let (Some(uuid), Some(k)) = (e.uuid.clone(), cache_key(creds, e)) else {
+                continue;
+            };
+            if !self.cache.contains_key(&k) {
+                wanted.push((uuid, k));
+            }
+        }
+        let mut uuids: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
+        uuids.sort();
+        uuids.dedup();
+        let mut cached = 0;
+        for chunk in uuids.chunks(BATCH_SIZE) {
+            let Some(url) = list_url(api_url, chunk) else {
+                return cached;
+            };
+            self.wait_turn().await;
+            if let Some(m) = &self.metrics {
+                m.alert_api_call("batch");
+            }
+            let sent = self
+                .http
+                .get(url)
+                .header(AUTHORIZATION, auth.clone())
+                .send()
+                .await;
+            let mut resp = match sent {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    tracing::info!(status = r.status().as_u16(), api = %redact_url(api_url), "SEKOIA.IO alert list call failed: alerts are fetched one by one");
+                    return cached;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e.without_url(), api = %redact_url(api_url), "SEKOIA.IO alert list call failed: alerts are fetched one by one");
+                    return cached;
+                }
+            };
+            let Some(mut reserved) = self
+                .reserve(alert::reservation(resp.content_length()))
+                .await
+            else {
+                return cached;
+            };
+            let Ok((body, false)) = read_limited(&mut resp, MAX_ALERT_BYTES).await else {
+                return cached;
+            };
+            let Ok(list) = serde_json::from_slice::<Value>(&body) else {
+                return cached;
+            };
+            drop(body);
+            let items = match list {
+                Value::Object(mut o) => match o.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => return cached,
+                },
+                _ => return cached,
+            };
+            for item in items {
+                let Some(uuid) = item.get("uuid").and_then(Value::as_str).map(str::to_string)
+                else {
+                    continue;
+                };
+                let size = alert::parsed_size(&item);
+                let Some(permit) = reserved.split(size.max(1)) else {
+                    break;
+                };
+                let Ok(a) = alert::admit(item, permit) else {
+                    continue;
+                };
+                let a = Arc::new(a);
+                for (_, k) in wanted.iter().filter(|w| w.0 == uuid) {
+                    self.cache
+                        .insert(k.clone(), Enrichment::Enriched(a.clone()))
+                        .await;
+                    cached += 1;
+                }
+            }
+        }
+        cached
+    }
+
     /// Reserve `n` units of alert memory, waiting for deliveries to release theirs.
     ///
     /// The cache evicts lazily, so while we wait it may hold more than its weighed capacity:
@@ -344,6 +452,9 @@ impl AlertClient {
         ctx: &Ctx<'_>,
         attempt: u32,
     ) -> Attempt {
+        if let Some(m) = &self.metrics {
+            m.alert_api_call("single");
+        }
         let sent = self
             .http
             .get(url.clone())
@@ -462,6 +573,35 @@ impl AlertClient {
             }
         }
     }
+}
+
+/// Most uuids in one alert list call (`limit` of the list endpoint).
+pub const BATCH_SIZE: usize = 100;
+
+/// The cache key of `event`'s alert (see the module documentation), when it has one.
+fn cache_key(creds: &Credentials, event: &WebhookEvent) -> Option<CacheKey> {
+    let key = creds.api_key.expose_secret().trim();
+    if key.is_empty() {
+        return None;
+    }
+    Some(CacheKey {
+        api_url: creds.api_url.trim().trim_end_matches('/').to_owned(),
+        key_fingerprint: Sha256::digest(key.as_bytes()).into(),
+        uuid: event.uuid.clone()?,
+        created_at: event.created_at.clone(),
+    })
+}
+
+/// `{api_url}/v1/sic/alerts?match[uuid]=a,b&limit=N&stix=false`: the list of `uuids`.
+fn list_url(api_url: &str, uuids: &[String]) -> Option<url::Url> {
+    let mut url = alert_url(api_url, "x")?;
+    url.path_segments_mut().ok()?.pop();
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("match[uuid]", &uuids.join(","))
+        .append_pair("limit", &uuids.len().to_string())
+        .append_pair("stix", "false");
+    Some(url)
 }
 
 /// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...`, the uuid percent-encoded as one path

@@ -648,8 +648,8 @@ async fn pg_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    // One row per migration (V1, V3 message refs), each applied once.
-    assert_eq!(n, 2);
+    // One row per migration (V1, V3 message refs, V4 storms), each applied once.
+    assert_eq!(n, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,7 +676,7 @@ async fn pg_a_schema_newer_than_the_binary_stops_the_relay() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err}"

@@ -469,7 +469,7 @@ mod tests {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 3
+                    supported: 4
                 }
             ),
             "{err}"
