@@ -216,7 +216,7 @@ impl Metrics {
             "Storm digests delivered, by target",
             digests.clone(),
         );
-        let digest_alerts = Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 40.0].into_iter());
+        let digest_alerts = Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 40.0]);
         registry.register(
             "digest_alerts",
             "Alerts listed per delivered storm digest",

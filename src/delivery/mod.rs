@@ -277,7 +277,12 @@ impl Deliverer {
                 held_back |= inflight > 0;
                 continue;
             }
-            let rows = match self.store.claim(name, n).await {
+            let claimed_rows = if target.storm_control() {
+                self.store.claim_ranked(name, n).await
+            } else {
+                self.store.claim(name, n).await
+            };
+            let rows = match claimed_rows {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, target = %name, "cannot claim deliveries");

@@ -446,7 +446,7 @@ async fn pg_replicas_never_claim_the_same_row() {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let rows = r.claim("t", 7).await.unwrap();
+                let rows = r.claim("t", 7, false).await.unwrap();
                 if rows.is_empty() {
                     return mine;
                 }
@@ -473,7 +473,7 @@ async fn pg_next_due_sees_free_rows_first_then_the_end_of_a_lease() {
     assert_eq!(store.next_due(vec!["t".into()]).await.unwrap(), None);
     store.ingest(event("k1", &["t"])).await.unwrap();
     store.ingest(event("k2", &["u"])).await.unwrap();
-    let claimed = store.claim("t", 10).await.unwrap();
+    let claimed = store.claim("t", 10, false).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // Only a leased row on t: due for the others when its lease ends.
     let t_due = store.next_due(vec!["t".into()]).await.unwrap().unwrap();
@@ -486,7 +486,7 @@ async fn pg_next_due_sees_free_rows_first_then_the_end_of_a_lease() {
         .unwrap();
     assert!(both <= now_ms(), "free row due now, got {}", both - start);
     // Rescheduled far out: the lease is the earliest again.
-    let u = store.claim("u", 10).await.unwrap().remove(0);
+    let u = store.claim("u", 10, false).await.unwrap().remove(0);
     store
         .complete(u.id, retry(start + 100_000, true))
         .await
@@ -508,15 +508,15 @@ async fn pg_a_dead_replicas_claims_are_taken_over_after_the_lease() {
     survivor.ingest(event("k1", &["t"])).await.unwrap();
     {
         let doomed = pg_replica(&db, 1).await;
-        assert_eq!(doomed.claim("t", 10).await.unwrap().len(), 1);
+        assert_eq!(doomed.claim("t", 10, false).await.unwrap().len(), 1);
         // Dropped without recording anything: like SIGKILL, it stops renewing its lease.
     }
     assert!(
-        survivor.claim("t", 10).await.unwrap().is_empty(),
+        survivor.claim("t", 10, false).await.unwrap().is_empty(),
         "still leased"
     );
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let taken = survivor.claim("t", 10).await.unwrap();
+    let taken = survivor.claim("t", 10, false).await.unwrap();
     assert_eq!(taken.len(), 1, "taken over after lease_secs");
     assert_eq!(taken[0].attempts, 0);
 }
@@ -528,10 +528,13 @@ async fn pg_a_live_replica_keeps_its_claims_past_the_lease() {
     };
     let (a, b) = (pg_replica(&db, 2).await, pg_replica(&db, 2).await);
     a.ingest(event("k1", &["t"])).await.unwrap();
-    let row = a.claim("t", 1).await.unwrap().remove(0);
+    let row = a.claim("t", 1, false).await.unwrap().remove(0);
     // A long send: over two lease lengths. The renewal keeps the row with its holder.
     tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
-    assert!(b.claim("t", 10).await.unwrap().is_empty(), "renewed lease");
+    assert!(
+        b.claim("t", 10, false).await.unwrap().is_empty(),
+        "renewed lease"
+    );
     a.complete(row.id, Outcome::Delivered { status: 200 })
         .await
         .unwrap();
@@ -545,14 +548,14 @@ async fn pg_only_the_lease_holder_records_an_outcome() {
     };
     let (a, b) = (pg_replica(&db, 30).await, pg_replica(&db, 30).await);
     a.ingest(event("k1", &["t"])).await.unwrap();
-    let stale = a.claim("t", 1).await.unwrap().remove(0);
+    let stale = a.claim("t", 1, false).await.unwrap().remove(0);
     // A stalled past its lease: expire it by hand, B takes the row over.
     db.connect()
         .await
         .execute("UPDATE deliveries SET lease_until = 0", &[])
         .await
         .unwrap();
-    let fresh = b.claim("t", 1).await.unwrap().remove(0);
+    let fresh = b.claim("t", 1, false).await.unwrap().remove(0);
     assert_eq!(fresh.id, stale.id);
     a.complete(stale.id, dead()).await.unwrap();
     assert_eq!(b.depth().await.unwrap().dead, 0, "A's late outcome ignored");
@@ -612,15 +615,18 @@ async fn pg_a_paused_target_is_not_claimed_by_any_replica() {
     a.pause(&target_pacing_key("soar"), now_ms() + 600)
         .await
         .unwrap();
-    assert!(b.claim("soar", 10).await.unwrap().is_empty(), "paused");
+    assert!(
+        b.claim("soar", 10, false).await.unwrap().is_empty(),
+        "paused"
+    );
     assert_eq!(
-        b.claim("other", 10).await.unwrap().len(),
+        b.claim("other", 10, false).await.unwrap().len(),
         1,
         "others are not"
     );
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_eq!(
-        b.claim("soar", 10).await.unwrap().len(),
+        b.claim("soar", 10, false).await.unwrap().len(),
         1,
         "after the pause"
     );
@@ -711,11 +717,11 @@ async fn pg_import_copies_the_sqlite_queue_once() {
         sqlite.ingest(event("dead", &["a"])).await.unwrap();
         sqlite.ingest(event("done", &["b"])).await.unwrap();
         // Delivery ids follow insertion: pending→a 1, pending→b 2, dead→a 3, done→b 4.
-        for c in sqlite.claim("a", 10).await.unwrap() {
+        for c in sqlite.claim("a", 10, false).await.unwrap() {
             let outcome = if c.id == 3 { dead() } else { Outcome::Release };
             sqlite.complete(c.id, outcome).await.unwrap();
         }
-        for c in sqlite.claim("b", 10).await.unwrap() {
+        for c in sqlite.claim("b", 10, false).await.unwrap() {
             let outcome = if c.id == 4 {
                 Outcome::Delivered { status: 200 }
             } else {
@@ -808,8 +814,12 @@ async fn pg_claims_handed_back_at_shutdown_are_free_at_once() {
     };
     let (a, b) = (pg_replica(&db, 30).await, pg_replica(&db, 30).await);
     a.ingest(event("k1", &["t"])).await.unwrap();
-    assert_eq!(a.claim("t", 1).await.unwrap().len(), 1);
-    assert!(b.claim("t", 1).await.unwrap().is_empty());
+    assert_eq!(a.claim("t", 1, false).await.unwrap().len(), 1);
+    assert!(b.claim("t", 1, false).await.unwrap().is_empty());
     assert_eq!(a.release_claims().await.unwrap(), 1);
-    assert_eq!(b.claim("t", 1).await.unwrap().len(), 1, "no lease wait");
+    assert_eq!(
+        b.claim("t", 1, false).await.unwrap().len(),
+        1,
+        "no lease wait"
+    );
 }

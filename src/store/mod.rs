@@ -362,7 +362,18 @@ impl Store {
 
     /// Claim up to `limit` due deliveries of `target`, oldest first.
     pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
-        each_backend!(self, b => b.claim(target, limit).await)
+        each_backend!(self, b => b.claim(target, limit, false).await)
+    }
+
+    /// [`Store::claim`] for a target under storm control: a row the storm planner may still
+    /// rank, collapse or digest is left for its next plan (at most `PLAN_EVERY` away), so
+    /// nothing jumps the urgency order or escapes a digest by being claimed first.
+    pub async fn claim_ranked(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        each_backend!(self, b => b.claim(target, limit, true).await)
     }
 
     /// Record the outcome of a claimed delivery. With PostgreSQL only the lease holder's write

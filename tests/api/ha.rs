@@ -384,7 +384,7 @@ async fn command_line_on_postgres_import_dead_letters_check_and_urls() {
         let old = SqliteStore::open(&sqlite_path, SyncMode::Normal).unwrap();
         old.ingest(event("one", &["console"])).await.unwrap();
         old.ingest(event("two", &["console"])).await.unwrap();
-        let rows = old.claim("console", 1).await.unwrap();
+        let rows = old.claim("console", 1, false).await.unwrap();
         let dead = Outcome::Dead {
             status: Some(400),
             error: "HTTP 400".into(),

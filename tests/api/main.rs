@@ -20,4 +20,5 @@ mod operations;
 mod reload;
 mod routing;
 mod secrets;
+mod storms;
 mod targets;

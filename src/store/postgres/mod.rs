@@ -250,7 +250,12 @@ impl PgStore {
         self.inner.ingest.ingest(ev).await
     }
 
-    pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    pub async fn claim(
+        &self,
+        target: &str,
+        limit: usize,
+        ranked_only: bool,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let client = self.client().await?;
         let now = now_ms();
         let rows = client
@@ -261,6 +266,7 @@ impl PgStore {
                            SELECT id FROM deliveries
                            WHERE state = 'pending' AND target = $1 AND next_at <= $2
                              AND (lease_until IS NULL OR lease_until < $2)
+                             AND (NOT $7 OR urgency IS NOT NULL OR attempts > 0 OR body IS NOT NULL)
                              -- A Retry-After seen by any replica holds the whole target.
                              AND NOT EXISTS (SELECT 1 FROM pacing p
                                              WHERE p.key = $6 AND p.paused_until > $2)
@@ -284,6 +290,7 @@ impl PgStore {
                     &self.inner.replica,
                     &self.inner.lease_ms,
                     &super::target_pacing_key(target),
+                    &ranked_only,
                 ],
             )
             .await?;

@@ -33,6 +33,7 @@ enum Command {
     Claim {
         target: String,
         limit: usize,
+        ranked_only: bool,
         reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
     },
     Complete(i64, Outcome, oneshot::Sender<Result<(), StoreError>>),
@@ -234,11 +235,17 @@ impl SqliteStore {
     }
 
     /// Claim up to `limit` due deliveries of `target`, oldest first.
-    pub async fn claim(&self, target: &str, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    pub async fn claim(
+        &self,
+        target: &str,
+        limit: usize,
+        ranked_only: bool,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let target = target.to_string();
         self.call(|reply| Command::Claim {
             target,
             limit,
+            ranked_only,
             reply,
         })
         .await
@@ -396,14 +403,14 @@ mod tests {
     async fn a_row_whose_outcome_cannot_be_recorded_stays_claimed() {
         let (dir, store) = open();
         store.ingest(event("k1", &["a"])).await.unwrap();
-        let first = store.claim("a", 10).await.unwrap();
+        let first = store.claim("a", 10, false).await.unwrap();
         // Another connection holds the write lock past the busy timeout: the record fails.
         let conn = rusqlite::Connection::open(dir.path().join("sub/relay.db")).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let outcome = Outcome::Delivered { status: 200 };
         assert!(store.complete(first[0].id, outcome.clone()).await.is_err());
         assert!(
-            store.claim("a", 10).await.unwrap().is_empty(),
+            store.claim("a", 10, false).await.unwrap().is_empty(),
             "released on a failed write: it would be sent again at once"
         );
         conn.execute_batch("ROLLBACK").unwrap();
@@ -419,10 +426,10 @@ mod tests {
         {
             let store = SqliteStore::open(&path, SyncMode::Full).unwrap();
             store.ingest(event("k1", &["a"])).await.unwrap();
-            assert_eq!(store.claim("a", 10).await.unwrap().len(), 1);
+            assert_eq!(store.claim("a", 10, false).await.unwrap().len(), 1);
         }
         let store = SqliteStore::open(&path, SyncMode::Full).unwrap();
-        let again = store.claim("a", 10).await.unwrap();
+        let again = store.claim("a", 10, false).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 0);
     }

@@ -68,10 +68,14 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Command::Claim {
                     target,
                     limit,
+                    ranked_only,
                     reply,
-                } => drop(reply.send(
-                    claim(&conn, &target, limit, now_ms(), &mut claimed).map_err(Into::into),
-                )),
+                } => drop(
+                    reply.send(
+                        claim(&conn, &target, limit, ranked_only, now_ms(), &mut claimed)
+                            .map_err(Into::into),
+                    ),
+                ),
                 Command::Complete(id, Outcome::Release, tx) => {
                     claimed.remove(&id);
                     drop(tx.send(Ok(())));
@@ -259,6 +263,7 @@ fn claim(
     conn: &Connection,
     target: &str,
     limit: usize,
+    ranked_only: bool,
     now: i64,
     claimed: &mut HashSet<i64>,
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
@@ -267,12 +272,13 @@ fn claim(
                 e.short_id, e.type, e.alert_json
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
+           AND (?4 = 0 OR d.urgency IS NOT NULL OR d.attempts > 0 OR d.body IS NOT NULL)
          ORDER BY d.next_at, d.id LIMIT ?3",
     )?;
     // Over-fetch by the number already held so that held rows cannot starve the others.
     let fetch = limit.saturating_add(claimed.len());
     let mut rows = Vec::with_capacity(limit);
-    let mut query = stmt.query(params![target, now, fetch as i64])?;
+    let mut query = stmt.query(params![target, now, fetch as i64, ranked_only])?;
     while let Some(r) = query.next()? {
         if rows.len() >= limit {
             break;
