@@ -308,3 +308,81 @@ async fn unpaced_targets_send_every_event_as_it_comes() {
         .all(|b| !b.contains("storm digest")));
     app.shutdown().await;
 }
+
+/// SIGKILL while a digest is being sent, then a restart on the same store: every alert is
+/// visible, and an alert is in two messages only if it was in a message in flight at the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_in_the_middle_of_a_digest_loses_no_alert_and_repeats_only_the_send_in_flight() {
+    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
+    mount_alert_api(&sekoia).await;
+    // Slow answers: messages are in flight when the process dies.
+    Mock::given(method("POST"))
+        .and(path("/slack"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("ok")
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&chat)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &sekoia.uri(),
+            &chat.uri(),
+            dir.path(),
+            &slack_storm_target(
+                "rate_limit_per_sec = 2\ndigest_after = 1\ndigest_max_items = 5",
+            ),
+        ),
+    )
+    .unwrap();
+    let mut relay = RelayProcess::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let all: Vec<usize> = (0..15).collect();
+    for &n in &all {
+        let res = client
+            .post(relay.hook_url())
+            .json(&storm_event(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+    }
+    // Kill once a digest is on the wire (received by the chat tool, not yet answered).
+    let start = Instant::now();
+    while !slack_bodies(&chat).await.iter().any(|b| b.contains("storm digest")) {
+        assert!(start.elapsed() < WAIT, "no digest was sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.child.kill().expect("SIGKILL");
+    relay.child.wait().unwrap();
+    let before_kill = slack_bodies(&chat).await.len();
+
+    let relay = RelayProcess::start(&config, &[]);
+    let bodies = wait_all_visible(&chat, &all, WAIT).await;
+    // Whatever was claimed at the kill is sent again: let it arrive.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let bodies_final = slack_bodies(&chat).await;
+    relay.stop().await;
+    assert!(bodies.len() <= bodies_final.len());
+    let seen = appearances(&bodies_final, &all);
+    let repeated = seen.values().filter(|v| v.len() > 1).count();
+    println!(
+        "{before_kill} messages before the kill, {} in all; {repeated} alerts repeated",
+        bodies_final.len()
+    );
+    for n in &all {
+        let at = seen.get(n).cloned().unwrap_or_default();
+        assert!(!at.is_empty(), "alert {n} was lost: {seen:?}");
+        assert!(at.len() <= 2, "alert {n} in {} messages", at.len());
+        if at.len() == 2 {
+            assert!(
+                at[0] < before_kill,
+                "alert {n} repeated although it was not in flight at the kill: {seen:?}"
+            );
+        }
+    }
+}
