@@ -70,6 +70,9 @@ pub enum Command {
         /// Render as if the alert could not be fetched
         #[arg(long)]
         unenriched: bool,
+        /// Render a sample storm digest (four sample alerts) for each target of the hook
+        #[arg(long, conflicts_with_all = ["event", "alert", "unenriched"])]
+        digest: bool,
     },
     /// Post a sample message (marked as a test) to one target now and show the response
     ///

@@ -101,12 +101,14 @@ async fn run() -> anyhow::Result<ExitCode> {
             event,
             alert,
             unenriched,
+            digest,
         } => {
             let opts = commands::render::RenderOptions {
                 hook,
                 event,
                 alert,
                 unenriched,
+                digest,
             };
             let results = commands::render::run(&settings, &opts)?;
             let ok =

@@ -25,6 +25,8 @@ pub struct RenderOptions {
     pub event: Option<PathBuf>,
     pub alert: Option<PathBuf>,
     pub unenriched: bool,
+    /// Render a sample storm digest for each target of the hook instead of one event.
+    pub digest: bool,
 }
 
 /// One target's result.
@@ -58,6 +60,9 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
             known: list(settings.hooks.iter().map(|h| &h.name)),
         })?;
     let renderer = Renderer::new(settings)?;
+    if opts.digest {
+        return Ok(digests(settings, &renderer, hook));
+    }
     let router = Router::new(settings)?;
 
     let event_json = match &opts.event {
@@ -112,6 +117,52 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
         out.push(TargetOutput::NotRouted { target, reason });
     }
     Ok(out)
+}
+
+/// `--digest`: a sample digest for each target of the hook that has a digest template.
+fn digests(
+    settings: &Settings,
+    renderer: &Renderer,
+    hook: &crate::configuration::HookSettings,
+) -> Vec<TargetOutput> {
+    let app_url = hook.app_url(&settings.sekoia);
+    let items = samples::digest_items(app_url);
+    let mut out = Vec::new();
+    for target in hook.candidate_targets() {
+        let digest_after = settings
+            .targets
+            .get(&target)
+            .map_or(0, |t| t.digest_after());
+        if !renderer.has_digest(&target) || digest_after == 0 {
+            out.push(TargetOutput::NotRouted {
+                target,
+                reason: "no digests for this target (digest_after = 0, or a kind without a built-in digest and no digest_template)".into(),
+            });
+            continue;
+        }
+        let input = crate::render::DigestInput {
+            items: &items,
+            hook_name: &hook.name,
+            target_name: &target,
+            app_url,
+        };
+        match renderer.render_digest(&target, &input) {
+            Ok(rendered) => out.push(TargetOutput::Body {
+                kind: renderer
+                    .target_kind(&target)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+                template: "digest".into(),
+                target,
+                body: rendered.body,
+                fallback: rendered.fallback,
+            }),
+            Err(e) => out.push(TargetOutput::WhenFails {
+                message: format!("target {target}: {e}"),
+            }),
+        }
+    }
+    out
 }
 
 /// Write the results: bodies to `stdout`, one per line; notes to `stderr`. Returns false when

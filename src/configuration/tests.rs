@@ -295,3 +295,40 @@ fn store_url_and_path_together_say_which_to_keep_without_the_password() {
     assert!(err.contains("must start with postgres://"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn digest_keys_have_per_kind_defaults_and_are_checked() {
+    let s = load_text(&format!(
+        "[targets.s]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/x\"\n\
+         [targets.c]\nkind = \"chime\"\nurl = \"https://hooks.chime.aws/incomingwebhooks/x?token=y\"\n\
+         digest_max_items = 30\n{MINIMAL}"
+    ))
+    .unwrap();
+    let (slack, chime, console) = (&s.targets["s"], &s.targets["c"], &s.targets["out"]);
+    assert_eq!((slack.digest_after(), slack.digest_items()), (5, 20));
+    assert_eq!(
+        chime.digest_items(),
+        6,
+        "capped to what one Chime message holds"
+    );
+    assert_eq!(console.digest_after(), 0);
+    assert!(slack.storm_control() && !console.storm_control());
+    let err = load_text(&format!(
+        "[targets.pd]\nkind = \"webhook\"\nurl = \"https://x.test/\"\ndigest_after = 3\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("targets.pd") && err.contains("digest_template"),
+        "{err}"
+    );
+    let err = load_text(&format!(
+        "[targets.s]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/x\"\ndigest_max_items = 0\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("digest_max_items must be between 1 and 40"),
+        "{err}"
+    );
+}

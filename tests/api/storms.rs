@@ -333,9 +333,7 @@ async fn a_crash_in_the_middle_of_a_digest_loses_no_alert_and_repeats_only_the_s
             &sekoia.uri(),
             &chat.uri(),
             dir.path(),
-            &slack_storm_target(
-                "rate_limit_per_sec = 2\ndigest_after = 1\ndigest_max_items = 5",
-            ),
+            &slack_storm_target("rate_limit_per_sec = 2\ndigest_after = 1\ndigest_max_items = 5"),
         ),
     )
     .unwrap();
@@ -353,7 +351,11 @@ async fn a_crash_in_the_middle_of_a_digest_loses_no_alert_and_repeats_only_the_s
     }
     // Kill once a digest is on the wire (received by the chat tool, not yet answered).
     let start = Instant::now();
-    while !slack_bodies(&chat).await.iter().any(|b| b.contains("storm digest")) {
+    while !slack_bodies(&chat)
+        .await
+        .iter()
+        .any(|b| b.contains("storm digest"))
+    {
         assert!(start.elapsed() < WAIT, "no digest was sent");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -385,4 +387,52 @@ async fn a_crash_in_the_middle_of_a_digest_loses_no_alert_and_repeats_only_the_s
             );
         }
     }
+}
+
+#[tokio::test]
+async fn render_digest_shows_each_targets_digest_and_check_catches_a_broken_one() {
+    let (sekoia, chat) = (MockServer::start().await, MockServer::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("digest.j2");
+    std::fs::write(
+        &template,
+        r#"{"text": {{ digest.count ~ " alerts: " ~ (digest.items|map(attribute="short_id")|join(", ")) }}}"#,
+    )
+    .unwrap();
+    let text = config_text(
+        &sekoia.uri(),
+        &chat.uri(),
+        dir.path(),
+        &slack_storm_target("digest_template = \"digest.j2\""),
+    );
+    let app = TestApp::start_text(sekoia, chat, dir, &text).await;
+    let out = app.cli(&["render", "--hook", "soc", "--digest"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        body["text"].as_str().unwrap().starts_with("4 alerts: "),
+        "{body}"
+    );
+    let out = app.cli(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A digest template that renders invalid JSON is a problem `check` names.
+    std::fs::write(&template, r#"{"text": {{ digest.count }} oops"#).unwrap();
+    let out = app.cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("digest") && text.contains("invalid JSON"),
+        "{text}"
+    );
+    app.shutdown().await;
 }

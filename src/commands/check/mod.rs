@@ -142,6 +142,27 @@ pub fn check_settings(settings: &Settings) -> Report {
         );
     }
 
+    // Each digest template renders a sample digest, as a storm would.
+    if let Ok(renderer) = Renderer::new(&usable) {
+        let items = samples::digest_items(&settings.sekoia.app_url);
+        for (name, t) in &usable.targets {
+            if t.digest_after() == 0 || !renderer.has_digest(name) {
+                continue;
+            }
+            let input = crate::render::DigestInput {
+                items: &items,
+                hook_name: hook_for(settings, name),
+                target_name: name,
+                app_url: &settings.sekoia.app_url,
+            };
+            if let Err(e) = renderer.render_digest_strict(name, &input) {
+                report
+                    .problems
+                    .push(format!("target {name} ({}): digest: {e}", t.kind));
+            }
+        }
+    }
+
     for (name, t) in &settings.targets {
         if crate::chatapp::buttons_on(t, &settings.server.public_url) {
             report.notes.push(format!(

@@ -88,3 +88,30 @@ mod tests {
         assert!(parse(crate::targets::teams::ADAPTIVE_CARD_SCHEMA).is_object());
     }
 }
+
+/// The alerts of a sample storm digest (for `check` and `render --digest`): the three sample
+/// alerts, most urgent first, one with the changes of collapsed updates, and one whose details
+/// could not be fetched.
+pub fn digest_items(app_url: &str) -> Vec<Value> {
+    let event = parse(EVENT_CREATED);
+    let mut items = Vec::new();
+    for (i, alert) in [ALERT, ALERT_HOSTILE, ALERT_MINIMAL]
+        .into_iter()
+        .enumerate()
+    {
+        let alert = parse(alert);
+        let changes = if i == 0 {
+            vec!["status: Pending → Acknowledged".to_string()]
+        } else {
+            Vec::new()
+        };
+        items.push(crate::render::digest_item(
+            &event,
+            Some(&alert),
+            &changes,
+            app_url,
+        ));
+    }
+    items.push(crate::render::digest_item(&event, None, &[], app_url));
+    items
+}
