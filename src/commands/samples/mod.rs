@@ -66,29 +66,6 @@ pub fn all() -> Vec<Sample> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_valid() {
-        let all = all();
-        assert_eq!(all.len(), 8);
-        for s in &all {
-            assert!(s.event.is_object(), "{}", s.name);
-            assert!(
-                crate::domain::WebhookEvent::from_json(s.event.clone()).is_ok(),
-                "{}",
-                s.name
-            );
-            if let Some(a) = &s.alert {
-                assert!(a.is_object(), "{}", s.name);
-            }
-        }
-        assert!(parse(crate::targets::teams::ADAPTIVE_CARD_SCHEMA).is_object());
-    }
-}
-
 /// The alerts of a sample storm digest (for `check` and `render --digest`): the three sample
 /// alerts, most urgent first, one with the changes of collapsed updates, and one whose details
 /// could not be fetched.
@@ -114,4 +91,27 @@ pub fn digest_items(app_url: &str) -> Vec<Value> {
     }
     items.push(crate::render::digest_item(&event, None, &[], app_url));
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_valid() {
+        let all = all();
+        assert_eq!(all.len(), 8);
+        for s in &all {
+            assert!(s.event.is_object(), "{}", s.name);
+            assert!(
+                crate::domain::WebhookEvent::from_json(s.event.clone()).is_ok(),
+                "{}",
+                s.name
+            );
+            if let Some(a) = &s.alert {
+                assert!(a.is_object(), "{}", s.name);
+            }
+        }
+        assert!(parse(crate::targets::teams::ADAPTIVE_CARD_SCHEMA).is_object());
+    }
 }
