@@ -17,7 +17,9 @@
 //!    (limits, envelope, template, escaping, answers), asked through one trait.
 //! 5. **Deliver** — [`delivery`]: workers claim due rows, pace each target with a token
 //!    bucket, post, and record success, a retry (the `retry_schedule`, jittered, pushed later
-//!    by `Retry-After`) or a dead letter. The bot-token kinds (`slack_app`, `mattermost_app`)
+//!    by `Retry-After`) or a dead letter. For paced targets, [`delivery::storm`] plans the
+//!    waiting rows first (alerts fetched in batches and kept with the event, urgent first,
+//!    older updates of an alert collapsed into the newest, the rest of a storm in digests). The bot-token kinds (`slack_app`, `mattermost_app`)
 //!    go through [`chatapp`] instead: one living message per alert, edited by later events
 //!    (its reference kept in the store), with triage buttons whose presses
 //!    [`routes::integrations`] receives (`POST /integrations/{slack,mattermost}/actions`).
