@@ -583,24 +583,21 @@ impl Deliverer {
         if plan.ranks.is_empty() && plan.folds.is_empty() && plan.alerts.is_empty() {
             return;
         }
-        let collapses: Vec<i64> = plan
+        // Folds into a single message (not a digest) are collapsed updates.
+        let singles: std::collections::HashSet<i64> = candidates
+            .iter()
+            .filter(|c| c.event_type != DIGEST_EVENT_TYPE)
+            .map(|c| c.id)
+            .collect();
+        let collapses = plan
             .folds
             .iter()
-            .filter_map(|(m, into)| match into {
-                FoldInto::Delivery(id)
-                    if candidates
-                        .iter()
-                        .any(|c| c.id == *id && c.event_type != DIGEST_EVENT_TYPE) =>
-                {
-                    Some(*m)
-                }
-                _ => None,
-            })
-            .collect();
+            .filter(|(_, into)| matches!(into, FoldInto::Delivery(id) if singles.contains(id)))
+            .count();
         match self.store.apply_plan(name, plan).await {
             Ok(applied) => {
-                if !collapses.is_empty() {
-                    self.metrics.collapsed(name, collapses.len() as u64);
+                if collapses > 0 {
+                    self.metrics.collapsed(name, collapses as u64);
                 }
                 if applied.folded > 0 {
                     tracing::info!(target = %name, folded = applied.folded, new_digests = applied.digests, waiting = candidates.len(), "storm control: messages collapsed or digested");
@@ -666,9 +663,16 @@ impl Deliverer {
                 ),
             };
             let events: Vec<WebhookEvent> = rows.iter().map(|r| r.1.clone()).collect();
-            self.alerts.prefetch(&creds, &events).await;
+            let fetched = self.alerts.prefetch(&creds, &events).await;
             for (id, event) in &rows {
-                if let Some(Enrichment::Enriched(a)) = self.alerts.cached(&creds, event).await {
+                let found = match event.uuid.as_ref().and_then(|u| fetched.get(u)) {
+                    Some(a) => Some(a.clone()),
+                    None => match self.alerts.cached(&creds, event).await {
+                        Some(Enrichment::Enriched(a)) => Some(a),
+                        _ => None,
+                    },
+                };
+                if let Some(a) = found {
                     let urgency = crate::routing::policy::alert_urgency(a.json()).map(|u| u as i64);
                     known.insert(
                         *id,

@@ -289,12 +289,18 @@ impl AlertClient {
     /// of SEKOIA.IO's public automation library, `Sekoia.io/action_list_alerts.json` and
     /// `sekoiaio/operation_center/`, whose lists answer `{"total", "items"}`). Paced by
     /// `max_requests_per_sec` like every call. No retries: an alert the batch did not bring
-    /// is fetched on its own later, with the usual retries. Returns how many it cached.
-    pub async fn prefetch(&self, creds: &Credentials, events: &[WebhookEvent]) -> usize {
+    /// is fetched on its own later, with the usual retries. Returns the alerts it fetched, by
+    /// uuid (the cache may evict them before they are read: it is weighed in bytes).
+    pub async fn prefetch(
+        &self,
+        creds: &Credentials,
+        events: &[WebhookEvent],
+    ) -> std::collections::HashMap<String, Arc<Alert>> {
+        let mut fetched = std::collections::HashMap::new();
         let key = creds.api_key.expose_secret().trim();
         let api_url = creds.api_url.trim().trim_end_matches('/');
         let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {key}")) else {
-            return 0;
+            return fetched;
         };
         auth.set_sensitive(true);
         let mut wanted: Vec<(String, CacheKey)> = Vec::new();
@@ -305,17 +311,20 @@ impl AlertClient {
             let (Some(uuid), Some(k)) = (e.uuid.clone(), cache_key(creds, e)) else {
                 continue;
             };
-            if !self.cache.contains_key(&k) {
-                wanted.push((uuid, k));
+            // Cached already (another target's plan, a send): no call, but returned too.
+            match self.cache.get(&k).await {
+                Some(Enrichment::Enriched(a)) => {
+                    fetched.insert(uuid, a);
+                }
+                _ => wanted.push((uuid, k)),
             }
         }
         let mut uuids: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
         uuids.sort();
         uuids.dedup();
-        let mut cached = 0;
         for chunk in uuids.chunks(BATCH_SIZE) {
             let Some(url) = list_url(api_url, chunk) else {
-                return cached;
+                return fetched;
             };
             self.wait_turn().await;
             if let Some(m) = &self.metrics {
@@ -331,32 +340,32 @@ impl AlertClient {
                 Ok(r) if r.status().is_success() => r,
                 Ok(r) => {
                     tracing::info!(status = r.status().as_u16(), api = %redact_url(api_url), "SEKOIA.IO alert list call failed: alerts are fetched one by one");
-                    return cached;
+                    return fetched;
                 }
                 Err(e) => {
                     tracing::info!(error = %e.without_url(), api = %redact_url(api_url), "SEKOIA.IO alert list call failed: alerts are fetched one by one");
-                    return cached;
+                    return fetched;
                 }
             };
             let Some(mut reserved) = self
                 .reserve(alert::reservation(resp.content_length()))
                 .await
             else {
-                return cached;
+                return fetched;
             };
             let Ok((body, false)) = read_limited(&mut resp, MAX_ALERT_BYTES).await else {
-                return cached;
+                return fetched;
             };
             let Ok(list) = serde_json::from_slice::<Value>(&body) else {
-                return cached;
+                return fetched;
             };
             drop(body);
             let items = match list {
                 Value::Object(mut o) => match o.remove("items") {
                     Some(Value::Array(items)) => items,
-                    _ => return cached,
+                    _ => return fetched,
                 },
-                _ => return cached,
+                _ => return fetched,
             };
             for item in items {
                 let Some(uuid) = item.get("uuid").and_then(Value::as_str).map(str::to_string)
@@ -375,11 +384,11 @@ impl AlertClient {
                     self.cache
                         .insert(k.clone(), Enrichment::Enriched(a.clone()))
                         .await;
-                    cached += 1;
                 }
+                fetched.insert(uuid, a);
             }
         }
-        cached
+        fetched
     }
 
     /// Reserve `n` units of alert memory, waiting for deliveries to release theirs.
