@@ -571,7 +571,60 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
             obj.insert(key.to_string(), Value::from(value.as_str()));
         }
     }
-    minijinja::Value::from_serialize(context_json(input, target))
+    // Serialized from references: building `context_json` first deep-copied the event and
+    // the alert once more before MiniJinja copied them into its own values.
+    minijinja::Value::from_serialize(&ContextRef::new(input, &target))
+}
+
+/// [`context_json`] as borrowed data, for templates (same keys, same values).
+#[derive(serde::Serialize)]
+struct ContextRef<'a> {
+    event: &'a Value,
+    alert: Option<&'a Value>,
+    enriched: bool,
+    enrichment_error: Option<&'a str>,
+    hook: HookRef<'a>,
+    target: &'a Value,
+    links: LinksRef,
+    sekoia: SekoiaRef<'a>,
+    changes: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct HookRef<'a> {
+    name: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct LinksRef {
+    alert: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct SekoiaRef<'a> {
+    app_url: &'a str,
+}
+
+impl<'a> ContextRef<'a> {
+    fn new(input: &'a RenderInput<'a>, target: &'a Value) -> Self {
+        ContextRef {
+            event: input.event,
+            alert: input.alert,
+            enriched: input.alert.is_some(),
+            enrichment_error: input.enrichment_error,
+            hook: HookRef {
+                name: input.hook_name,
+            },
+            target,
+            links: LinksRef {
+                alert: alert_link(input.event, input.app_url),
+            },
+            sekoia: SekoiaRef {
+                app_url: input.app_url.trim_end_matches('/'),
+            },
+            changes: input.changes,
+        }
+    }
 }
 
 /// One alert of a digest, as its template sees it.

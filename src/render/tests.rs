@@ -1275,3 +1275,24 @@ fn builtin_digests_render_hostile_items_within_every_kinds_rules() {
         assert!(v.is_object());
     }
 }
+
+/// Templates see exactly what `when` expressions see: the borrowed context serializes to
+/// `context_json`.
+#[test]
+fn the_template_context_is_the_routing_context() {
+    let event: Value = serde_json::from_str(include_str!("../../tests/fixtures/webhook-alert-created.json")).unwrap();
+    let alert: Value = serde_json::from_str(include_str!("../../tests/fixtures/alert.json")).unwrap();
+    let changes = vec!["status: A → B".to_string()];
+    let input = RenderInput {
+        changes: &changes,
+        event: &event,
+        alert: Some(&alert),
+        enrichment_error: Some("x"),
+        hook_name: "soc",
+        target_name: "t",
+        app_url: "https://app.sekoia.io/",
+    };
+    let target = json!({"name": "t", "kind": "slack"});
+    let borrowed = serde_json::to_value(super::ContextRef::new(&input, &target)).unwrap();
+    assert_eq!(borrowed, context_json(&input, target.clone()));
+}
