@@ -1280,8 +1280,12 @@ fn builtin_digests_render_hostile_items_within_every_kinds_rules() {
 /// `context_json`.
 #[test]
 fn the_template_context_is_the_routing_context() {
-    let event: Value = serde_json::from_str(include_str!("../../tests/fixtures/webhook-alert-created.json")).unwrap();
-    let alert: Value = serde_json::from_str(include_str!("../../tests/fixtures/alert.json")).unwrap();
+    let event: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/webhook-alert-created.json"
+    ))
+    .unwrap();
+    let alert: Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/alert.json")).unwrap();
     let changes = vec!["status: A → B".to_string()];
     let input = RenderInput {
         changes: &changes,

@@ -81,7 +81,46 @@ contract!(
     probe_is_a_write_that_succeeds,
     message_refs_are_stored_replaced_and_expire,
     storm_plans_rank_fold_and_digest_free_rows_only,
+    ranked_claims_leave_new_rows_to_the_plan_but_not_forever,
 );
+
+async fn ranked_claims_leave_new_rows_to_the_plan_but_not_forever(store: Store) {
+    store.ingest(event("fresh", &["t"])).await.unwrap();
+    assert!(
+        store.claim_ranked("t", 10).await.unwrap().is_empty(),
+        "waits for its plan"
+    );
+    // A row unranked for longer than the grace (planning failing) is claimed anyway: made
+    // due long ago by a release-like retry that keeps it a never-attempted candidate.
+    let row = store.claim("t", 1).await.unwrap().remove(0);
+    let long_ago = now_ms() - UNRANKED_GRACE_MS - 1_000;
+    store
+        .complete(
+            row.id,
+            Outcome::Retry {
+                next_at_ms: long_ago,
+                status: None,
+                error: "store away".into(),
+                response: None,
+                body: None,
+                counts_attempt: false,
+            },
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_ranked("t", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "fail open after the grace");
+    assert_eq!(claimed[0].id, row.id);
+    // A ranked row is claimed at once.
+    store.ingest(event("ranked", &["u"])).await.unwrap();
+    let c = store.candidates("u", 10).await.unwrap().remove(0);
+    let plan = StormPlan {
+        ranks: vec![(c.id, 70, c.next_at_ms)],
+        ..StormPlan::default()
+    };
+    store.apply_plan("u", plan).await.unwrap();
+    assert_eq!(store.claim_ranked("u", 10).await.unwrap().len(), 1);
+}
 
 async fn storm_plans_rank_fold_and_digest_free_rows_only(store: Store) {
     for i in 0..4 {

@@ -100,6 +100,14 @@ pub struct Claimed {
     pub alert_json: Option<String>,
 }
 
+/// How long a row of a target under storm control may wait unranked before claims take it
+/// anyway (ms).
+///
+/// Rule: 10 s, fifty plans. Reason: fail open: if planning keeps failing (the store refusing
+/// the plan's transaction, a bug), alerts must still go out, one by one, rather than wait for
+/// a plan that never comes.
+pub const UNRANKED_GRACE_MS: i64 = 10_000;
+
 /// The `type` of the events the storm planner creates to carry a digest.
 pub const DIGEST_EVENT_TYPE: &str = "relay-digest";
 
@@ -367,7 +375,8 @@ impl Store {
 
     /// [`Store::claim`] for a target under storm control: a row the storm planner may still
     /// rank, collapse or digest is left for its next plan (at most `PLAN_EVERY` away), so
-    /// nothing jumps the urgency order or escapes a digest by being claimed first.
+    /// nothing jumps the urgency order or escapes a digest by being claimed first; unless it
+    /// has waited unranked for [`UNRANKED_GRACE_MS`] (planning is failing: fail open).
     pub async fn claim_ranked(
         &self,
         target: &str,

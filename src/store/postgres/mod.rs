@@ -266,7 +266,8 @@ impl PgStore {
                            SELECT id FROM deliveries
                            WHERE state = 'pending' AND target = $1 AND next_at <= $2
                              AND (lease_until IS NULL OR lease_until < $2)
-                             AND (NOT $7 OR urgency IS NOT NULL OR attempts > 0 OR body IS NOT NULL)
+                             AND (NOT $7 OR urgency IS NOT NULL OR attempts > 0 OR body IS NOT NULL
+                                  OR next_at <= $2 - $8)
                              -- A Retry-After seen by any replica holds the whole target.
                              AND NOT EXISTS (SELECT 1 FROM pacing p
                                              WHERE p.key = $6 AND p.paused_until > $2)
@@ -291,6 +292,7 @@ impl PgStore {
                     &self.inner.lease_ms,
                     &super::target_pacing_key(target),
                     &ranked_only,
+                    &super::UNRANKED_GRACE_MS,
                 ],
             )
             .await?;

@@ -272,13 +272,15 @@ fn claim(
                 e.short_id, e.type, e.alert_json
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
-           AND (?4 = 0 OR d.urgency IS NOT NULL OR d.attempts > 0 OR d.body IS NOT NULL)
+           AND (?4 = 0 OR d.urgency IS NOT NULL OR d.attempts > 0 OR d.body IS NOT NULL
+                OR d.next_at <= ?5)
          ORDER BY d.next_at, d.id LIMIT ?3",
     )?;
     // Over-fetch by the number already held so that held rows cannot starve the others.
     let fetch = limit.saturating_add(claimed.len());
     let mut rows = Vec::with_capacity(limit);
-    let mut query = stmt.query(params![target, now, fetch as i64, ranked_only])?;
+    let stale = now - crate::store::UNRANKED_GRACE_MS;
+    let mut query = stmt.query(params![target, now, fetch as i64, ranked_only, stale])?;
     while let Some(r) = query.next()? {
         if rows.len() >= limit {
             break;
