@@ -573,7 +573,7 @@ fn context(input: &RenderInput, target_name: &str, entry: &TargetEntry) -> minij
     }
     // Serialized from references: building `context_json` first deep-copied the event and
     // the alert once more before MiniJinja copied them into its own values.
-    minijinja::Value::from_serialize(&ContextRef::new(input, &target))
+    minijinja::Value::from_serialize(ContextRef::new(input, &target))
 }
 
 /// [`context_json`] as borrowed data, for templates (same keys, same values).
