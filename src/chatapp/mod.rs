@@ -78,36 +78,11 @@ pub fn change_summary(event: &Value) -> String {
     if action != "updated" {
         return format!("Alert {}", if action.is_empty() { "event" } else { action });
     }
-    let Some(updated) = event
-        .pointer("/attributes/updated")
-        .and_then(Value::as_object)
-    else {
-        return "Alert updated".into();
-    };
-    let mut parts = Vec::new();
-    for (key, value) in updated {
-        // `status` (a uuid) is shown through `status_name` when both are there.
-        if updated.contains_key(&format!("{key}_name")) {
-            continue;
-        }
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => "none".into(),
-            Value::Object(o) => match o.get("name").or_else(|| o.get("display")) {
-                Some(Value::String(s)) => s.clone(),
-                _ => continue,
-            },
-            Value::Array(_) => continue,
-        };
-        let name = key.strip_suffix("_name").unwrap_or(key).replace('_', " ");
-        let text: String = crate::render::truncate_chars(&text, 80).into_owned();
-        parts.push(format!("{name} {text}"));
-        if parts.len() == 6 {
-            break;
-        }
-    }
+    let parts: Vec<String> = crate::domain::event::updated_fields(event)
+        .into_iter()
+        .take(6)
+        .map(|(name, text)| format!("{name} {}", crate::render::truncate_chars(&text, 80)))
+        .collect();
     if parts.is_empty() {
         "Alert updated".into()
     } else {

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::configuration::Settings;
@@ -356,12 +355,7 @@ async fn change(
     let hook = settings
         .hook_by_name(&b.h)
         .ok_or_else(|| Failure::Other("its hook is no longer configured".into()))?;
-    let creds = Credentials {
-        api_url: hook.api_url(&settings.sekoia).to_string(),
-        api_key: secrecy::SecretString::from(
-            hook.api_key(&settings.sekoia).expose_secret().to_string(),
-        ),
-    };
+    let creds = Credentials::of_hook(hook, &settings.sekoia);
     let map = |e: workflow::WorkflowError| match e {
         workflow::WorkflowError::Refused(..) => Failure::Refused(e.to_string()),
         other => Failure::Other(other.to_string()),

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -408,12 +407,9 @@ impl Deliverer {
         self.metrics.attempt(&row.target);
         let answer = if target.kind.spec().chat_api() {
             // Bot-token kinds: one living message per alert (post, or edit and reply).
-            let creds = settings.hook_by_name(&row.hook).map(|h| Credentials {
-                api_url: h.api_url(&settings.sekoia).to_string(),
-                api_key: secrecy::SecretString::from(
-                    h.api_key(&settings.sekoia).expose_secret().to_string(),
-                ),
-            });
+            let creds = settings
+                .hook_by_name(&row.hook)
+                .map(|h| Credentials::of_hook(h, &settings.sekoia));
             let a = crate::chatapp::deliver(
                 self.sender.http(),
                 &self.store,
@@ -656,12 +652,7 @@ impl Deliverer {
             let Some(h) = settings.hook_by_name(hook) else {
                 continue;
             };
-            let creds = Credentials {
-                api_url: h.api_url(&settings.sekoia).to_string(),
-                api_key: secrecy::SecretString::from(
-                    h.api_key(&settings.sekoia).expose_secret().to_string(),
-                ),
-            };
+            let creds = Credentials::of_hook(h, &settings.sekoia);
             let events: Vec<WebhookEvent> = rows.iter().map(|r| r.1.clone()).collect();
             let fetched = self.alerts.prefetch(&creds, &events).await;
             for (id, event) in &rows {
@@ -703,27 +694,12 @@ impl Deliverer {
             Ok(e) => e,
             Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
         };
-        let creds = Credentials {
-            api_url: hook.api_url(&settings.sekoia).to_string(),
-            api_key: secrecy::SecretString::from(
-                hook.api_key(&settings.sekoia).expose_secret().to_string(),
-            ),
-        };
+        let creds = Credentials::of_hook(hook, &settings.sekoia);
         // The alert fetched once for this event (by the storm planner), else fetched now.
-        let stored: Option<serde_json::Value> = row
-            .alert_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        let enrichment = match stored {
-            Some(_) => Enrichment::NotApplicable,
-            None => self.alerts.enrich(&creds, &event).await,
-        };
-        let (alert, error) = match (&stored, &enrichment) {
-            (Some(a), _) => (Some(a), None),
-            (None, Enrichment::Enriched(a)) => (Some(a.json()), None),
-            (None, Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
-            (None, Enrichment::NotApplicable) => (None, None),
-        };
+        let found = self
+            .alert_for(&creds, &event, row.alert_json.as_deref())
+            .await;
+        let (alert, error) = found.parts();
         let changes = match settings.targets.get(&row.target) {
             Some(t) if t.storm_control() => self.changes_of(row.id, &event.json).await,
             _ => Vec::new(),
@@ -743,6 +719,20 @@ impl Deliverer {
         match rt.renderer.render(&row.target, &input) {
             Ok(r) => Prepared::Body(r.body),
             Err(e) => Prepared::Fail(format!("render failed: {e}")),
+        }
+    }
+
+    /// The event's alert: the one kept with the event (fetched once by the storm planner),
+    /// else fetched now through the cache.
+    async fn alert_for(
+        &self,
+        creds: &Credentials,
+        event: &WebhookEvent,
+        stored: Option<&str>,
+    ) -> AlertFor {
+        match stored.and_then(|j| serde_json::from_str(j).ok()) {
+            Some(alert) => AlertFor::Stored(alert),
+            None => AlertFor::Fetched(self.alerts.enrich(creds, event).await),
         }
     }
 
@@ -780,26 +770,11 @@ impl Deliverer {
             else {
                 continue;
             };
-            let stored: Option<serde_json::Value> = m
-                .alert_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok());
-            let creds = Credentials {
-                api_url: hook.api_url(&settings.sekoia).to_string(),
-                api_key: secrecy::SecretString::from(
-                    hook.api_key(&settings.sekoia).expose_secret().to_string(),
-                ),
-            };
-            let enrichment = match stored {
-                Some(_) => Enrichment::NotApplicable,
-                None => self.alerts.enrich(&creds, &event).await,
-            };
-            let (alert, error) = match (&stored, &enrichment) {
-                (Some(a), _) => (Some(a), None),
-                (None, Enrichment::Enriched(a)) => (Some(a.json()), None),
-                (None, Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
-                (None, Enrichment::NotApplicable) => (None, None),
-            };
+            let creds = Credentials::of_hook(hook, &settings.sekoia);
+            let found = self
+                .alert_for(&creds, &event, m.alert_json.as_deref())
+                .await;
+            let (alert, error) = found.parts();
             let changes = self.changes_of(m.id, &event.json).await;
             let input = RenderInput {
                 event: &event.json,
@@ -846,6 +821,24 @@ impl Deliverer {
         match rt.renderer.render_digest(&row.target, &input) {
             Ok(r) => Prepared::Body(r.body),
             Err(e) => Prepared::Fail(format!("digest render failed: {e}")),
+        }
+    }
+}
+
+/// Where a message's alert came from.
+enum AlertFor {
+    Stored(serde_json::Value),
+    Fetched(Enrichment),
+}
+
+impl AlertFor {
+    /// The alert, or why it is missing (none when not applicable).
+    fn parts(&self) -> (Option<&serde_json::Value>, Option<&str>) {
+        match self {
+            AlertFor::Stored(a) => (Some(a), None),
+            AlertFor::Fetched(Enrichment::Enriched(a)) => (Some(a.json()), None),
+            AlertFor::Fetched(Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
+            AlertFor::Fetched(Enrichment::NotApplicable) => (None, None),
         }
     }
 }

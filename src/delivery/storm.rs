@@ -182,29 +182,10 @@ pub fn plan(
 /// 10 fields of 200 characters. Reason: the message shows the newest state; the line says how
 /// it got there without one message per step.
 pub fn changes(events: &[serde_json::Value]) -> Vec<String> {
-    use serde_json::Value;
     let mut order: Vec<String> = Vec::new();
     let mut values: HashMap<String, Vec<String>> = HashMap::new();
     for e in events {
-        let Some(updated) = e.pointer("/attributes/updated").and_then(Value::as_object) else {
-            continue;
-        };
-        for (key, value) in updated {
-            if updated.contains_key(&format!("{key}_name")) {
-                continue;
-            }
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Null => "none".into(),
-                Value::Object(o) => match o.get("name").or_else(|| o.get("display")) {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => continue,
-                },
-                Value::Array(_) => continue,
-            };
-            let name = key.strip_suffix("_name").unwrap_or(key).replace('_', " ");
+        for (name, text) in crate::domain::event::updated_fields(e) {
             let list = values.entry(name.clone()).or_default();
             if list.is_empty() {
                 order.push(name);

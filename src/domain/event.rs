@@ -183,6 +183,42 @@ pub fn dedup_key(hook: &str, event: &WebhookEvent, body: &[u8]) -> String {
     out
 }
 
+/// The fields an `updated` event says changed, as (name, value) text pairs in event order.
+///
+/// Rule: from `attributes.updated`; a field with a `_name` twin (`status` and `status_name`)
+/// is given by the name, `_name` dropped and `_` read as a space; strings, numbers and
+/// booleans as they are, null as "none", objects by their `name` or `display`; arrays and
+/// other objects are left out. Reason: people read names, not uuids; the thread replies and
+/// the collapsed-changes lines say the same thing the same way.
+pub fn updated_fields(event: &Value) -> Vec<(String, String)> {
+    let Some(updated) = event
+        .pointer("/attributes/updated")
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in updated {
+        if updated.contains_key(&format!("{key}_name")) {
+            continue;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => "none".into(),
+            Value::Object(o) => match o.get("name").or_else(|| o.get("display")) {
+                Some(Value::String(s)) => s.clone(),
+                _ => continue,
+            },
+            Value::Array(_) => continue,
+        };
+        let name = key.strip_suffix("_name").unwrap_or(key).replace('_', " ");
+        out.push((name, text));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,9 +318,29 @@ impl Renderer {
     pub fn render(&self, target_name: &str, input: &RenderInput) -> Result<Rendered, RenderError> {
         let entry = self.entry(target_name)?;
         let ctx = context(input, target_name, entry);
+        let builtin = builtin_template(entry.kind).0;
+        self.render_with_fallback(
+            target_name,
+            entry,
+            entry.user_template.as_deref(),
+            Some(builtin),
+            &ctx,
+        )
+    }
+
+    /// The user template's output, else (it failed: logged, counted, reason returned) the
+    /// built-in's; Err when neither renders.
+    fn render_with_fallback(
+        &self,
+        target_name: &str,
+        entry: &TargetEntry,
+        user: Option<&str>,
+        builtin: Option<&str>,
+        ctx: &minijinja::Value,
+    ) -> Result<Rendered, RenderError> {
         let mut fallback = None;
-        if let Some(user) = &entry.user_template {
-            match self.render_template(user, entry.kind, &ctx, false) {
+        if let Some(user) = user {
+            match self.render_template(user, entry.kind, ctx, false) {
                 Ok(body) => {
                     return Ok(Rendered {
                         body,
@@ -336,18 +356,26 @@ impl Renderer {
                         error = %err,
                         "user template failed; the built-in template is used for this message"
                     );
-                    fallback = Some(err.to_string());
+                    fallback = Some(err);
                 }
             }
         }
-        let (builtin, _) = builtin_template(entry.kind);
+        let Some(builtin) = builtin else {
+            // No built-in to fall back to (a digest of a kind without one).
+            return Err(fallback.unwrap_or_else(|| {
+                RenderError::UnknownTarget(format!("{target_name} (no template)"))
+            }));
+        };
         let body = self
-            .render_template(builtin, entry.kind, &ctx, true)
+            .render_template(builtin, entry.kind, ctx, true)
             .map_err(|source| RenderError::Builtin {
                 kind: entry.kind,
                 source: Box::new(source),
             })?;
-        Ok(Rendered { body, fallback })
+        Ok(Rendered {
+            body,
+            fallback: fallback.map(|e| e.to_string()),
+        })
     }
 
     /// Render a storm digest for the named target: its `digest_template`, falling back to the
@@ -359,34 +387,14 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let entry = self.entry(target_name)?;
         let ctx = digest_context(input, target_name, entry);
-        let mut fallback = None;
-        if let Some(user) = &entry.digest_template {
-            match self.render_template(user, entry.kind, &ctx, false) {
-                Ok(body) => return Ok(Rendered { body, fallback }),
-                Err(err) => {
-                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target_name, template = %user, error = %err, "digest template failed; the built-in digest is used");
-                    fallback = Some(err.to_string());
-                }
-            }
-        }
-        let Some((builtin, _)) = entry.kind.spec().builtin_digest_template() else {
-            return Err(fallback.map_or(
-                RenderError::UnknownTarget(format!("{target_name} (no digest template)")),
-                |detail| RenderError::Runtime {
-                    template: entry.digest_template.clone().unwrap_or_default(),
-                    line: None,
-                    detail,
-                },
-            ));
-        };
-        let body = self
-            .render_template(builtin, entry.kind, &ctx, true)
-            .map_err(|source| RenderError::Builtin {
-                kind: entry.kind,
-                source: Box::new(source),
-            })?;
-        Ok(Rendered { body, fallback })
+        let builtin = entry.kind.spec().builtin_digest_template().map(|t| t.0);
+        self.render_with_fallback(
+            target_name,
+            entry,
+            entry.digest_template.as_deref(),
+            builtin,
+            &ctx,
+        )
     }
 
     /// A digest with the target's own digest template, failures reported (for `check` and

@@ -59,6 +59,16 @@ pub struct Credentials {
     pub api_key: SecretString,
 }
 
+impl Credentials {
+    /// The hook's `api_url` and `api_key`, else those of `[sekoia]`.
+    pub fn of_hook(hook: &crate::configuration::HookSettings, sekoia: &SekoiaSettings) -> Self {
+        Credentials {
+            api_url: hook.api_url(sekoia).to_string(),
+            api_key: SecretString::from(hook.api_key(sekoia).expose_secret().to_string()),
+        }
+    }
+}
+
 /// The outcome of enriching one event.
 #[derive(Debug, Clone)]
 pub enum Enrichment {
