@@ -197,13 +197,7 @@ impl Renderer {
         let mut users = Vec::new();
         for (name, t) in &settings.targets {
             if let Some(p) = &t.template {
-                let path = settings.resolve(p);
-                let source =
-                    std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
-                        target: name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
+                let (path, source) = read_template(settings, name, p)?;
                 let json = t.kind.spec().output() == Output::HttpJson;
                 users.push((name.clone(), path, source, json));
             }
@@ -211,13 +205,7 @@ impl Renderer {
         let mut digests = BTreeMap::new();
         for (name, t) in &settings.targets {
             if let Some(p) = &t.digest_template {
-                let path = settings.resolve(p);
-                let source =
-                    std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
-                        target: name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
+                let (path, source) = read_template(settings, name, p)?;
                 digests.insert(
                     name.clone(),
                     (format!("{} (digest)", path.display()), source),
@@ -544,6 +532,22 @@ impl Renderer {
             }
         }
     }
+}
+
+/// A target's template file, resolved against the config's directory.
+fn read_template(
+    settings: &Settings,
+    target: &str,
+    file: &std::path::Path,
+) -> Result<(PathBuf, String), RenderError> {
+    let path = settings.resolve(file);
+    std::fs::read_to_string(&path)
+        .map(|source| (path.clone(), source))
+        .map_err(|source| RenderError::Read {
+            target: target.to_string(),
+            path,
+            source,
+        })
 }
 
 fn entry_template_name(entry: &TargetEntry) -> String {
