@@ -28,18 +28,25 @@ pub struct ButtonValue {
     pub n: String,
 }
 
+impl ButtonValue {
+    /// What the button of `action` on the card of alert `uuid` (brought by `hook`) carries.
+    pub fn new(hook: &str, uuid: &str, short_id: &str, action: &WorkflowAction) -> Self {
+        ButtonValue {
+            h: hook.to_string(),
+            a: uuid.to_string(),
+            s: short_id.to_string(),
+            x: action.id.clone(),
+            n: action.name.clone(),
+        }
+    }
+}
+
 /// The Slack `actions` block for the alert's workflow actions.
 pub fn slack_buttons(hook: &str, uuid: &str, short_id: &str, actions: &[WorkflowAction]) -> Value {
     let elements: Vec<Value> = workflow::buttons(actions)
         .iter()
         .map(|a| {
-            let value = ButtonValue {
-                h: hook.to_string(),
-                a: uuid.to_string(),
-                s: short_id.to_string(),
-                x: a.id.clone(),
-                n: a.name.clone(),
-            };
+            let value = ButtonValue::new(hook, uuid, short_id, a);
             json!({
                 "type": "button",
                 "action_id": format!("triage-{}", a.id),
@@ -227,13 +234,7 @@ pub fn mattermost_buttons(
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let button = ButtonValue {
-                h: hook.to_string(),
-                a: uuid.to_string(),
-                s: short_id.to_string(),
-                x: a.id.clone(),
-                n: a.name.clone(),
-            };
+            let button = ButtonValue::new(hook, uuid, short_id, a);
             json!({
                 "id": format!("triage{i}"),
                 "type": "button",
