@@ -614,6 +614,26 @@ async fn pg_only_the_lease_holder_records_an_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_what_acknowledges_waits_for_the_flush_and_bookkeeping_does_not() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = pg_replica(&db, 30).await;
+    // Ingests, failures and dead letters are answered only once flushed; claims, leases and
+    // successes may be lost with the server itself (see `relaxed`).
+    assert_eq!(store.commit_modes().await, ("on".into(), "off".into()));
+    // Both pools still see each other's writes at once: a relaxed commit is visible before it
+    // is flushed.
+    store.ingest(event("k1", &["t"])).await.unwrap();
+    let c = store.claim("t", 1, false).await.unwrap().remove(0);
+    store
+        .complete(c.id, Outcome::Delivered { status: 200 })
+        .await
+        .unwrap();
+    assert_eq!(store.depth().await.unwrap(), QueueDepth::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_send_slots_are_shared_and_spaced() {
     let Some(db) = TestDb::create().await else {
         return;
@@ -693,8 +713,8 @@ async fn pg_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    // One row per migration (V1, V3 message refs, V4 storms), each applied once.
-    assert_eq!(n, 3);
+    // One row per migration (V1, V3 message refs, V4 storms, V5 HOT claims), each applied once.
+    assert_eq!(n, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,7 +741,7 @@ async fn pg_a_schema_newer_than_the_binary_stops_the_relay() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 4
+                supported: 5
             }
         ),
         "{err}"

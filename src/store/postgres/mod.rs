@@ -21,8 +21,9 @@ mod outcomes;
 mod storm;
 mod tls;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -91,6 +92,45 @@ pub fn redacted_url(raw: &str) -> String {
         }
         Err(_) => "(not a URL)".into(),
     }
+}
+
+fn build_pool(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Postgres(e.to_string()))
+}
+
+/// The sessions of the bookkeeping pool commit with `synchronous_commit = off`: a commit
+/// returns before its WAL is flushed. Only writes whose loss cannot lose an alert go there:
+/// a claim (lost, the row is free again), a lease renewal (lost, the lease ends sooner) and a
+/// success (lost, the message is sent once more). They are lost only if the PostgreSQL server
+/// itself crashes within about three `wal_writer_delay`s (0.6 s by default) of the commit, and
+/// any later flushed commit makes them durable too. Measured: claims and successes were two
+/// thirds of the commits, each waiting for its own WAL flush (docs/benchmarks.md). Ingests,
+/// failures and dead letters stay on the main pool and are flushed before anyone is answered.
+fn relaxed(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c synchronous_commit=off"),
+        None => "-c synchronous_commit=off".to_owned(),
+    };
+    config.options(&options);
+    config
 }
 
 /// Split a `postgres://` URL into tokio-postgres's config and the TLS policy. `sslmode` and
@@ -165,7 +205,10 @@ fn describe_config(c: &tokio_postgres::Config) -> String {
 }
 
 struct Inner {
+    /// Every write that acknowledges something (ingest, failures, dead letters) and the reads.
     pool: Pool,
+    /// Claims, lease renewals and successes: see [`relaxed`].
+    bookkeeping: Pool,
     /// This process's id in `claimed_by`.
     replica: String,
     lease_ms: i64,
@@ -174,8 +217,30 @@ struct Inner {
     ingest: ingest::IngestQueue,
     /// Group commit of successful sends (see [`outcomes`]).
     delivered: outcomes::DeliveredQueue,
+    /// The rows this replica holds a lease on: renewing and handing them back find them by
+    /// primary key (there is no index on `claimed_by`, so that a claim is a HOT update: V5).
+    held: Held,
     /// Stops the lease renewal when the last handle is dropped.
     _renewal: DropGuard,
+}
+
+/// Ids of the deliveries this replica claimed and has not recorded yet. A row whose outcome
+/// could not be written stays here (its lease is still renewed) until it is.
+#[derive(Clone, Default)]
+struct Held(Arc<Mutex<HashSet<i64>>>);
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, HashSet<i64>> {
+        // The set is only ever extended or shrunk whole: a panic elsewhere leaves it usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sorted, so that renewals lock rows in id order like every other multi-row write.
+    fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 /// Handle to the PostgreSQL store; cheap to clone.
@@ -191,41 +256,33 @@ impl PgStore {
         let tls = policy.connector()?;
         let describe = describe_config(&config);
         migrate(&config, tls.clone()).await?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let size = settings.pool_size.max(1);
+        let pool = build_pool(config.clone(), tls.clone(), size)?;
+        let bookkeeping = build_pool(relaxed(config), tls, (size / 2).max(2))?;
         let replica = uuid::Uuid::new_v4().to_string();
         let lease_ms = (settings.lease_secs.max(1) as i64).saturating_mul(1000);
         let stop = CancellationToken::new();
+        let held = Held::default();
         tokio::spawn(renew_leases(
-            pool.clone(),
+            bookkeeping.clone(),
+            held.clone(),
             replica.clone(),
             lease_ms,
             stop.clone(),
         ));
         let ingest = ingest::IngestQueue::start(pool.clone());
-        let delivered = outcomes::DeliveredQueue::start(pool.clone(), replica.clone());
+        let delivered = outcomes::DeliveredQueue::start(bookkeeping.clone(), replica.clone());
         tracing::info!(store = %describe, %replica, lease_secs = settings.lease_secs, "PostgreSQL store open");
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                bookkeeping,
                 replica,
                 lease_ms,
                 describe,
                 ingest,
                 delivered,
+                held,
                 _renewal: stop.drop_guard(),
             }),
         })
@@ -237,6 +294,23 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.inner.pool.get().await?)
+    }
+
+    async fn bookkeeping_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.inner.bookkeeping.get().await?)
+    }
+
+    /// `synchronous_commit` of a session from the main pool and from the bookkeeping pool.
+    #[cfg(test)]
+    pub(crate) async fn commit_modes(&self) -> (String, String) {
+        let show = |c: deadpool_postgres::Object| async move {
+            let row = c.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+            row.get::<_, String>(0)
+        };
+        (
+            show(self.client().await.unwrap()).await,
+            show(self.bookkeeping_client().await.unwrap()).await,
+        )
     }
 
     /// Persist an event and its deliveries, or find the duplicate: queued for the next group
@@ -256,7 +330,7 @@ impl PgStore {
         limit: usize,
         ranked_only: bool,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let client = self.client().await?;
+        let client = self.bookkeeping_client().await?;
         let now = now_ms();
         let rows = client
             .query(
@@ -320,6 +394,10 @@ impl PgStore {
             .collect();
         // RETURNING has no order: oldest first, as promised.
         claimed.sort_by_key(|(next_at, c)| (*next_at, c.id));
+        self.inner
+            .held
+            .lock()
+            .extend(claimed.iter().map(|(_, c)| c.id));
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
@@ -333,6 +411,8 @@ impl PgStore {
             }
             other => self.complete_alone(id, other).await?,
         };
+        // Written, or taken over by another replica: either way no longer ours to renew.
+        self.inner.held.lock().remove(&id);
         if written == 0 {
             // The lease expired (this replica was stalled) and another replica owns the row
             // now: its attempt decides. Ours may have been a duplicate send, never a loss.
@@ -429,23 +509,26 @@ impl PgStore {
             .query_one(
                 &client
                     .prepare_cached(
-                        // Two index probes instead of a scan of the whole backlog (this
-                        // runs whenever the dispatcher's slots are full): the earliest free
-                        // row per target through `deliveries_due`, and the leased rows (a
-                        // lease and its holder are always set and cleared together) through
-                        // the small `deliveries_claimed`.
-                        "SELECT LEAST(
-                           (SELECT MIN(f.next_at) FROM unnest($1::text[]) AS t(name),
-                              LATERAL (SELECT next_at FROM deliveries
-                                       WHERE state = 'pending' AND target = t.name
-                                         AND (lease_until IS NULL OR lease_until <= next_at)
-                                       ORDER BY next_at LIMIT 1) AS f),
+                        // Index probes instead of a scan of the whole backlog (this runs
+                        // whenever the dispatcher's slots are full): the earliest free row
+                        // per target through `deliveries_due`, and only when none is due
+                        // now, the end of the first lease. A leased row was due when it was
+                        // claimed (`next_at` ≤ now) and keeps its `next_at`, so when nothing
+                        // free is due, the due part of `deliveries_due` holds only leased
+                        // rows: a few per replica, not the backlog. (A CASE branch's
+                        // subquery runs only when that branch is taken.)
+                        "SELECT CASE WHEN f.free <= $2 THEN f.free ELSE LEAST(f.free,
                            (SELECT MIN(lease_until) FROM deliveries
-                            WHERE claimed_by IS NOT NULL AND state = 'pending'
-                              AND target = ANY($1) AND lease_until > next_at))",
+                            WHERE state = 'pending' AND target = ANY($1) AND next_at <= $2
+                              AND lease_until > next_at)) END
+                         FROM (SELECT MIN(f.next_at) AS free FROM unnest($1::text[]) AS t(name),
+                                 LATERAL (SELECT next_at FROM deliveries
+                                          WHERE state = 'pending' AND target = t.name
+                                            AND (lease_until IS NULL OR lease_until <= next_at)
+                                          ORDER BY next_at LIMIT 1) AS f) f",
                     )
                     .await?,
-                &[&targets],
+                &[&targets, &now_ms()],
             )
             .await?;
         Ok(row.get(0))
@@ -555,14 +638,20 @@ impl PgStore {
     }
 
     pub async fn release_claims(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+        let client = self.bookkeeping_client().await?;
+        let ids = self.inner.held.ids();
+        let n = client
             .execute(
-                "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
-                 WHERE claimed_by = $1 AND state = 'pending'",
-                &[&self.inner.replica],
+                "UPDATE deliveries d SET claimed_by = NULL, lease_until = NULL
+                 FROM (SELECT id FROM deliveries
+                       WHERE id = ANY($1) AND claimed_by = $2 AND state = 'pending'
+                       ORDER BY id FOR UPDATE) mine
+                 WHERE d.id = mine.id",
+                &[&ids, &self.inner.replica],
             )
-            .await?)
+            .await?;
+        self.inner.held.lock().retain(|id| !ids.contains(id));
+        Ok(n)
     }
 
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -755,12 +844,22 @@ async fn migrate(
 
 /// Every `lease / 3`, push this replica's leases forward. A replica that stops (crash, kill
 /// -9, host lost) stops renewing, which is what hands its rows to the others.
-async fn renew_leases(pool: Pool, replica: String, lease_ms: i64, stop: CancellationToken) {
+async fn renew_leases(
+    pool: Pool,
+    held: Held,
+    replica: String,
+    lease_ms: i64,
+    stop: CancellationToken,
+) {
     let every = Duration::from_millis((lease_ms / 3).max(200) as u64);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
+        }
+        let ids = held.ids();
+        if ids.is_empty() {
+            continue;
         }
         let renewed = async {
             let client = pool.get().await?;
@@ -770,10 +869,10 @@ async fn renew_leases(pool: Pool, replica: String, lease_ms: i64, stop: Cancella
                     // cannot deadlock on each other.
                     "UPDATE deliveries d SET lease_until = $2::bigint + $3::bigint
                      FROM (SELECT id FROM deliveries
-                           WHERE claimed_by = $1 AND state = 'pending'
+                           WHERE id = ANY($4) AND claimed_by = $1 AND state = 'pending'
                            ORDER BY id FOR UPDATE) mine
                      WHERE d.id = mine.id",
-                    &[&replica, &now_ms(), &lease_ms],
+                    &[&replica, &now_ms(), &lease_ms, &ids],
                 )
                 .await?;
             Ok::<_, StoreError>(())
