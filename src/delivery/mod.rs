@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::configuration::{DeliverySettings, Settings, TargetSettings};
+use crate::configuration::{
+    DeliverySettings, HookSettings, SekoiaSettings, Settings, TargetSettings,
+};
 use crate::domain::WebhookEvent;
 use crate::metrics::Metrics;
 use crate::render::RenderInput;
@@ -699,20 +701,11 @@ impl Deliverer {
         let found = self
             .alert_for(&creds, &event, row.alert_json.as_deref())
             .await;
-        let (alert, error) = found.parts();
         let changes = match settings.targets.get(&row.target) {
             Some(t) if t.storm_control() => self.changes_of(row.id, &event.json).await,
             _ => Vec::new(),
         };
-        let input = RenderInput {
-            event: &event.json,
-            alert,
-            enrichment_error: error,
-            hook_name: &hook.name,
-            target_name: &row.target,
-            app_url: hook.app_url(&settings.sekoia),
-            changes: &changes,
-        };
+        let input = found.input(&event, hook, &settings.sekoia, &row.target, &changes);
         if let Decision::Skipped(reason) = rt.router.decide(&hook.name, &row.target, &input) {
             return Prepared::Skip(reason);
         }
@@ -774,17 +767,9 @@ impl Deliverer {
             let found = self
                 .alert_for(&creds, &event, m.alert_json.as_deref())
                 .await;
-            let (alert, error) = found.parts();
             let changes = self.changes_of(m.id, &event.json).await;
-            let input = RenderInput {
-                event: &event.json,
-                alert,
-                enrichment_error: error,
-                hook_name: &hook.name,
-                target_name: &row.target,
-                app_url: hook.app_url(&settings.sekoia),
-                changes: &changes,
-            };
+            let input = found.input(&event, hook, &settings.sekoia, &row.target, &changes);
+            let alert = input.alert;
             // The routes decide for each alert, as they would have for its own message.
             if let Decision::Skipped(_) = rt.router.decide(&hook.name, &row.target, &input) {
                 continue;
@@ -794,12 +779,7 @@ impl Deliverer {
                 .map_or(storm::UNKNOWN_URGENCY, |u| u as i64);
             items.push((
                 urgency,
-                crate::render::digest_item(
-                    &event.json,
-                    alert,
-                    &changes,
-                    hook.app_url(&settings.sekoia),
-                ),
+                crate::render::digest_item(&event.json, alert, &changes, input.app_url),
             ));
         }
         if items.is_empty() {
@@ -839,6 +819,28 @@ impl AlertFor {
             AlertFor::Fetched(Enrichment::Enriched(a)) => (Some(a.json()), None),
             AlertFor::Fetched(Enrichment::Unavailable(reason)) => (None, Some(reason.as_str())),
             AlertFor::Fetched(Enrichment::NotApplicable) => (None, None),
+        }
+    }
+
+    /// What a message of `event` from `hook` to `target` is rendered from: its own message
+    /// and each item of a digest are built the same way.
+    fn input<'a>(
+        &'a self,
+        event: &'a WebhookEvent,
+        hook: &'a HookSettings,
+        sekoia: &'a SekoiaSettings,
+        target: &'a str,
+        changes: &'a [String],
+    ) -> RenderInput<'a> {
+        let (alert, enrichment_error) = self.parts();
+        RenderInput {
+            event: &event.json,
+            alert,
+            enrichment_error,
+            hook_name: &hook.name,
+            target_name: target,
+            app_url: hook.app_url(sekoia),
+            changes,
         }
     }
 }
