@@ -555,7 +555,6 @@ impl Deliverer {
         true
     }
 
-    /// Enrich, route and render a delivery's message.
     /// Rank, collapse and digest the waiting messages of one paced target (see [`storm`]):
     /// learn the urgency of the new ones (one batch call per hook for the alerts not yet
     /// known, each kept with its event), then apply the plan in one store transaction.
@@ -636,10 +635,7 @@ impl Deliverer {
                 );
                 continue;
             }
-            let Ok(event) = serde_json::from_str(&c.event_json)
-                .map_err(|_| ())
-                .and_then(|j| WebhookEvent::from_json(j).map_err(|_| ()))
-            else {
+            let Ok(event) = WebhookEvent::from_stored(&c.event_json) else {
                 continue;
             };
             if event.action == "deleted" {
@@ -680,6 +676,7 @@ impl Deliverer {
         known
     }
 
+    /// Enrich, route and render a delivery's message.
     async fn prepare(&self, rt: &Runtime, row: &Claimed) -> Prepared {
         if row.event_type == DIGEST_EVENT_TYPE {
             return self.prepare_digest(rt, row).await;
@@ -688,11 +685,7 @@ impl Deliverer {
         let Some(hook) = settings.hook_by_name(&row.hook) else {
             return Prepared::Fail(format!("hook {:?} is no longer configured", row.hook));
         };
-        let json: serde_json::Value = match serde_json::from_str(&row.event_json) {
-            Ok(v) => v,
-            Err(e) => return Prepared::Fail(format!("stored event is not JSON: {e}")),
-        };
-        let event = match WebhookEvent::from_json(json) {
+        let event = match WebhookEvent::from_stored(&row.event_json) {
             Ok(e) => e,
             Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
         };
@@ -757,10 +750,7 @@ impl Deliverer {
             let Some(hook) = settings.hook_by_name(&m.hook) else {
                 continue;
             };
-            let Ok(event) = serde_json::from_str(&m.event_json)
-                .map_err(|_| ())
-                .and_then(|j| WebhookEvent::from_json(j).map_err(|_| ()))
-            else {
+            let Ok(event) = WebhookEvent::from_stored(&m.event_json) else {
                 continue;
             };
             let creds = Credentials::of_hook(hook, &settings.sekoia);

@@ -78,6 +78,14 @@ impl WebhookEvent {
         Ok(event)
     }
 
+    /// An event as the store kept it: JSON text, shape checked by [`WebhookEvent::from_json`]
+    /// (not the short-id rule: it may predate it).
+    pub fn from_stored(text: &str) -> Result<Self, EventError> {
+        let json: Value =
+            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        Self::from_json(json)
+    }
+
     /// Validate the shape of an event already in hand: one from the store (which may predate
     /// the short-id rule, and must still be delivered) or given to `render --event`. The
     /// short-id rule is [`WebhookEvent::parse`]'s alone; templates escape every field anyway.
@@ -368,6 +376,12 @@ mod tests {
         // An event already stored (or given to `render`) is still read, to be delivered.
         let stored = WebhookEvent::from_json(serde_json::from_str(case).unwrap()).unwrap();
         assert_eq!(stored.short_id.as_deref(), Some("CA#1"));
+        let kept = WebhookEvent::from_stored(case).unwrap();
+        assert_eq!(kept.short_id.as_deref(), Some("CA#1"));
+        assert!(matches!(
+            WebhookEvent::from_stored("{not json"),
+            Err(EventError::NotJson(_))
+        ));
     }
 
     #[test]
