@@ -267,16 +267,13 @@ impl AlertClient {
             tracing::warn!(alert = ctx.alert, uuid, api = %ctx.api, "the SEKOIA.IO API URL is not a valid http(s) URL");
             return Enrichment::Unavailable("the SEKOIA.IO API URL is not valid".into());
         };
-        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {key}")) else {
+        let Some(auth) = bearer(key) else {
             tracing::warn!(alert = ctx.alert, uuid, api = %ctx.api, "the SEKOIA.IO API key contains characters not allowed in an HTTP header");
             return Enrichment::Unavailable("the API key is malformed".into());
         };
-        auth.set_sensitive(true);
-        let cache_key = CacheKey {
-            api_url: api_url.to_owned(),
-            key_fingerprint: Sha256::digest(key.as_bytes()).into(),
-            uuid: uuid.to_owned(),
-            created_at: event.created_at.clone(),
+        // Both are there (checked above), so the key is too.
+        let Some(cache_key) = cache_key(creds, event) else {
+            return Enrichment::Unavailable("no API key configured".into());
         };
         // Single flight: concurrent callers with the same key wait for this one future.
         self.cache
@@ -309,10 +306,9 @@ impl AlertClient {
         let mut fetched = std::collections::HashMap::new();
         let key = creds.api_key.expose_secret().trim();
         let api_url = creds.api_url.trim().trim_end_matches('/');
-        let Ok(mut auth) = HeaderValue::from_str(&format!("Bearer {key}")) else {
+        let Some(auth) = bearer(key) else {
             return fetched;
         };
-        auth.set_sensitive(true);
         let mut wanted: Vec<(String, CacheKey)> = Vec::new();
         for e in events {
             if !e.is_alert() || e.action == "deleted" {
@@ -596,6 +592,14 @@ impl AlertClient {
 
 /// Most uuids in one alert list call (`limit` of the list endpoint).
 pub const BATCH_SIZE: usize = 100;
+
+/// `Authorization: Bearer {key}`, marked sensitive (never printed by the HTTP stack); `None`
+/// for a key with characters a header cannot carry.
+fn bearer(key: &str) -> Option<HeaderValue> {
+    let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+    auth.set_sensitive(true);
+    Some(auth)
+}
 
 /// The cache key of `event`'s alert (see the module documentation), when it has one.
 fn cache_key(creds: &Credentials, event: &WebhookEvent) -> Option<CacheKey> {
