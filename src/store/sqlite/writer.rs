@@ -276,20 +276,11 @@ fn claim(
                 OR d.next_at <= ?5)
          ORDER BY d.next_at, d.id LIMIT ?3",
     )?;
-    // Over-fetch by the number already held so that held rows cannot starve the others.
     let fetch = limit.saturating_add(claimed.len());
-    let mut rows = Vec::with_capacity(limit);
     let stale = now - crate::store::UNRANKED_GRACE_MS;
-    let mut query = stmt.query(params![target, now, fetch as i64, ranked_only, stale])?;
-    while let Some(r) = query.next()? {
-        if rows.len() >= limit {
-            break;
-        }
-        let id: i64 = r.get(0)?;
-        if claimed.contains(&id) {
-            continue;
-        }
-        rows.push(Claimed {
+    let query = stmt.query(params![target, now, fetch as i64, ranked_only, stale])?;
+    let rows = unclaimed(query, limit, claimed, |id, r| {
+        Ok(Claimed {
             id,
             event_id: r.get(1)?,
             hook: r.get(2)?,
@@ -302,8 +293,8 @@ fn claim(
             short_id: r.get(9)?,
             event_type: r.get(10)?,
             alert_json: r.get(11)?,
-        });
-    }
+        })
+    })?;
     claimed.extend(rows.iter().map(|c| c.id));
     Ok(rows)
 }
@@ -430,17 +421,9 @@ fn candidates(
          ORDER BY d.next_at LIMIT ?3",
     )?;
     let fetch = limit.saturating_add(claimed.len());
-    let mut out = Vec::new();
-    let mut q = stmt.query(params![target, now, fetch as i64])?;
-    while let Some(r) = q.next()? {
-        if out.len() >= limit {
-            break;
-        }
-        let id: i64 = r.get(0)?;
-        if claimed.contains(&id) {
-            continue;
-        }
-        out.push(Candidate {
+    let query = stmt.query(params![target, now, fetch as i64])?;
+    unclaimed(query, limit, claimed, |id, r| {
+        Ok(Candidate {
             id,
             hook: r.get(1)?,
             event_type: r.get(2)?,
@@ -453,7 +436,27 @@ fn candidates(
             next_at_ms: r.get(9)?,
             received_at_ms: r.get(10)?,
             members: r.get::<_, i64>(11)?.max(0) as u32,
-        });
+        })
+    })
+}
+
+/// The first `limit` rows of `query` (its first column the delivery id) that this server
+/// does not hold, each read by `read`. Callers over-fetch by the number held
+/// (`LIMIT limit + held`), so that held rows cannot starve the others.
+fn unclaimed<T>(
+    mut query: rusqlite::Rows<'_>,
+    limit: usize,
+    claimed: &HashSet<i64>,
+    read: impl Fn(i64, &rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    // A claim's limit is a few slots; a storm plan's is large and usually far from reached.
+    let mut out = Vec::with_capacity(limit.min(64));
+    while out.len() < limit {
+        let Some(r) = query.next()? else { break };
+        let id: i64 = r.get(0)?;
+        if !claimed.contains(&id) {
+            out.push(read(id, r)?);
+        }
     }
     Ok(out)
 }
