@@ -713,8 +713,9 @@ async fn pg_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    // One row per migration (V1, V3 message refs, V4 storms, V5 HOT claims), each applied once.
-    assert_eq!(n, 4);
+    // One row per migration (V1, V3 message refs, V4 storms, V5 HOT claims, V6 no foreign
+    // key), each applied once.
+    assert_eq!(n, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,7 +742,7 @@ async fn pg_a_schema_newer_than_the_binary_stops_the_relay() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 5
+                supported: 6
             }
         ),
         "{err}"

@@ -132,7 +132,8 @@ x AS (
   SELECT e.id, t.target, 'pending', $9, $9, $9
   FROM unnest($11::text[], $12::text[]) AS t(public_id, target) JOIN e ON e.public_id = t.public_id)
 SELECT i.public_id, d.public_id IS NOT NULL,
-       (SELECT public_id FROM dedup WHERE dedup_key = i.dedup_key)
+       CASE WHEN d.public_id IS NULL
+            THEN (SELECT public_id FROM dedup WHERE dedup_key = i.dedup_key) END
 FROM input i LEFT JOIN d ON d.public_id = i.public_id";
 
 /// One statement (one round trip, one commit) for the batch's leaders. A duplicate whose

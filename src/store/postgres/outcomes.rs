@@ -6,6 +6,7 @@
 //! outcomes (retry, dead letter, skip, release) keep their own statements.
 
 use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
 
 use super::super::{now_ms, StoreError};
 use super::batch::{Batcher, Failure, Job};
@@ -30,7 +31,7 @@ pub(super) struct DeliveredQueue {
 /// Planned at every call (an unnamed statement), not prepared once: a plan cached while the
 /// table was still small (a fresh store, then a burst) kept hashing a scan of the whole table
 /// (6.7 ms a batch at 40,000 rows); planned with the table as it is, it is a primary-key
-/// lookup per row (0.3 ms). One more round trip per batch is the cheaper side of that trade.
+/// lookup per row (0.3 ms). Sent typed, it costs no extra round trip for the planning.
 /// `COALESCE` keeps it off the `deliveries_claimed` index, whose entries for this replica
 /// (every row it claimed since the last vacuum) made a batch cost 1.9 ms.
 const DELIVERED_BATCH: &str = "
@@ -113,8 +114,17 @@ async fn write_once(
     let ids: Vec<i64> = batch.iter().map(|j| j.item.id).collect();
     let statuses: Vec<i32> = batch.iter().map(|j| j.item.status).collect();
     let client = pool.get().await.map_err(StoreError::from)?;
+    // Typed: Parse, Bind and Execute go out together, one round trip (the planning stays).
     let rows = client
-        .query(DELIVERED_BATCH, &[&ids, &statuses, &now_ms(), &replica])
+        .query_typed(
+            DELIVERED_BATCH,
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&statuses, Type::INT4_ARRAY),
+                (&now_ms(), Type::INT8),
+                (&replica, Type::TEXT),
+            ],
+        )
         .await?;
     let mut written: Vec<i64> = rows.into_iter().map(|r| r.get(0)).collect();
     written.sort_unstable();

@@ -1,0 +1,6 @@
+-- Issue 9, ingest cost: the foreign key from deliveries to events checked every new delivery
+-- with a query of its own (a trigger) and locked the event row it had just inserted, one more
+-- WAL record per delivery. Only this relay writes these tables: a delivery is inserted by the
+-- same statement as its event, and an event is deleted only once it has no deliveries left
+-- (`prune`), so the key guarded nothing that can happen, and its ON DELETE CASCADE never ran.
+ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_event_id_fkey;
