@@ -713,8 +713,8 @@ async fn pg_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    // One row per migration (V1, V3 message refs, V4 storms, V5 HOT claims, V6 no foreign
-    // key), each applied once.
+    // One row per migration (V1, V3 message refs, V4 storms, V5 HOT claims, V6 lighter
+    // ingest), each applied once.
     assert_eq!(n, 5);
 }
 
