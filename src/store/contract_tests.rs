@@ -692,6 +692,85 @@ async fn pg_a_paused_target_is_not_claimed_by_any_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_version_5_store_upgrades_with_its_queue() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut client = db.connect().await;
+    super::postgres::migrate_to(&mut client, 5).await;
+    // What a V5 relay left: a pending delivery, and an old event whose deliveries are gone.
+    let now = now_ms();
+    let pending: i64 = client
+        .query_one(
+            "INSERT INTO events (public_id, hook, dedup_key, type, action, alert_uuid, short_id,
+                                 body, received_at)
+             VALUES ('ev-pending', 'h', 'k-pending', 'alert', 'created', 'u1', 'AL1', '{}', $1)
+             RETURNING id",
+            &[&now],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO events (public_id, hook, dedup_key, type, action, body, received_at)
+             VALUES ('ev-old', 'h', 'k-old', 'alert', 'created', '{}', 1000)",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (event_id, target, state, next_at, age_from, updated_at)
+             VALUES ($1, 't', 'pending', 0, 0, 0)",
+            &[&pending],
+        )
+        .await
+        .unwrap();
+
+    let store = pg_replica(&db, 30).await;
+    let foreign_keys: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM pg_constraint
+             WHERE conrelid = 'deliveries'::regclass AND contype = 'f'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(foreign_keys, 0, "V6 drops the foreign key");
+    let method: String = client
+        .query_one(
+            "SELECT a.amname::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+             WHERE c.relname = 'events_received'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(method, "brin");
+
+    let claimed = store.claim("t", 10, false).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the queued delivery survives the upgrade");
+    assert_eq!(claimed[0].event_id, "ev-pending");
+    assert!(matches!(
+        store.ingest(event("k-new", &["t"])).await.unwrap(),
+        Ingested::Accepted { .. }
+    ));
+    // `prune` still finds the old event by time (now through the BRIN index), and only it.
+    store.prune(now - 1).await.unwrap();
+    let left: Vec<String> = client
+        .query("SELECT public_id FROM events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&"ev-old".to_string()), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_replicas_starting_together_migrate_once() {
     let Some(db) = TestDb::create().await else {
         return;

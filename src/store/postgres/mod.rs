@@ -842,6 +842,16 @@ async fn migrate(
     result
 }
 
+/// Bring a database to schema `version` exactly (tests of upgrades from an older schema).
+#[cfg(test)]
+pub(crate) async fn migrate_to(client: &mut tokio_postgres::Client, version: i32) {
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(client)
+        .await
+        .expect("migrate to the older schema");
+}
+
 /// Every `lease / 3`, push this replica's leases forward. A replica that stops (crash, kill
 /// -9, host lost) stops renewing, which is what hands its rows to the others.
 async fn renew_leases(
