@@ -14,8 +14,10 @@ use super::batch::{Batcher, Failure, Job};
 /// Most outcomes in one statement.
 const MAX_BATCH: usize = 256;
 
-/// Batches being written at once (each holds one pooled connection while it runs).
-const FLUSH_SLOTS: usize = 2;
+/// Batches being written at once (each holds one pooled connection while it runs). One:
+/// these commits do not wait for the WAL flush (the bookkeeping pool), so a second slot had
+/// nothing to overlap and only split the successes into twice as many statements.
+const FLUSH_SLOTS: usize = 1;
 
 /// A delivery that was sent: its id and the target's HTTP status.
 pub(super) struct Sent {
