@@ -650,7 +650,11 @@ impl PgStore {
                 &[&ids, &self.inner.replica],
             )
             .await?;
-        self.inner.held.lock().retain(|id| !ids.contains(id));
+        // `ids` is sorted (see `Held::ids`).
+        self.inner
+            .held
+            .lock()
+            .retain(|id| ids.binary_search(id).is_err());
         Ok(n)
     }
 
