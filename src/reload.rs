@@ -160,6 +160,10 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
             old.delivery.concurrency != new.delivery.concurrency,
         ),
         (
+            "delivery.threads",
+            old.delivery.threads != new.delivery.threads,
+        ),
+        (
             "delivery.timeout_secs",
             old.delivery.timeout_secs != new.delivery.timeout_secs,
         ),
@@ -207,11 +211,16 @@ mod tests {
         );
         assert!(restart_needed(&old, &same).is_empty());
         let moved = settings(
-            "[server]\nlisten = \"0.0.0.0:9000\"\n[store]\npath = \"other.db\"\n[delivery]\nconcurrency = 4\n",
+            "[server]\nlisten = \"0.0.0.0:9000\"\n[store]\npath = \"other.db\"\n[delivery]\nconcurrency = 4\nthreads = 3\n",
         );
         assert_eq!(
             restart_needed(&old, &moved),
-            vec!["server.listen", "store.path", "delivery.concurrency"]
+            vec![
+                "server.listen",
+                "store.path",
+                "delivery.concurrency",
+                "delivery.threads"
+            ]
         );
     }
 }

@@ -29,6 +29,8 @@ pub enum StartupError {
     Sekoia(#[from] SekoiaError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot start the delivery threads: {0}")]
+    DeliveryThreads(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -96,6 +98,9 @@ pub struct Application {
     /// The `server.metrics_listen` server, when configured.
     metrics_server: Option<(Server, u16)>,
     deliverer: Arc<Deliverer>,
+    /// Where deliveries run: threads of their own, so that they never take the cores the
+    /// HTTP server needs to acknowledge webhooks (see `delivery::policy::delivery_threads`).
+    delivery_threads: DeliveryThreads,
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,
     grace: Duration,
@@ -128,6 +133,11 @@ impl Application {
         let started = runtime.load().settings.clone();
         let wake = Arc::new(Notify::new());
 
+        let threads = crate::delivery::policy::delivery_threads(
+            started.delivery.threads,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        );
+        let delivery_threads = DeliveryThreads::start(threads)?;
         let rt_for_delivery = runtime.clone();
         let deliverer = Deliverer::new(
             store.clone(),
@@ -176,6 +186,7 @@ impl Application {
             server,
             metrics_server,
             deliverer,
+            delivery_threads,
             store,
             runtime,
             grace,
@@ -220,7 +231,9 @@ impl Application {
             let handle = s.handle();
             (handle, tokio::spawn(s))
         });
-        let delivery = tokio::spawn(self.deliverer.clone().run(stop.clone(), self.grace));
+        let delivery = self
+            .delivery_threads
+            .spawn(self.deliverer.clone().run(stop.clone(), self.grace));
         let pruner = tokio::spawn(prune_loop(
             self.store.clone(),
             self.runtime.clone(),
@@ -241,6 +254,51 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The runtime that runs deliveries: the dispatcher, every send task and the HTTP clients'
+/// connections they open.
+struct DeliveryThreads(Option<tokio::runtime::Runtime>);
+
+impl DeliveryThreads {
+    fn start(threads: usize) -> Result<DeliveryThreads, StartupError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("delivery")
+            .enable_all()
+            .build()
+            .map_err(StartupError::DeliveryThreads)?;
+        tracing::info!(threads, "delivery threads started");
+        Ok(DeliveryThreads(Some(rt)))
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(f),
+            // Only `drop` takes the runtime out.
+            None => tokio::spawn(f),
+        }
+    }
+}
+
+impl Drop for DeliveryThreads {
+    fn drop(&mut self) {
+        // When this returns, no delivery task runs any more: a send still running after its
+        // Application is gone would reach whatever listens on the target's port by then. The
+        // shutdown runs on a thread of its own because the main runtime, where the Application
+        // is dropped, forbids blocking shutdowns; `run_until` has drained the sends, so this
+        // only waits for idle connections (bounded anyway).
+        if let Some(rt) = self.0.take() {
+            let stop = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(1)));
+            if stop.join().is_err() {
+                tracing::warn!("the delivery threads did not stop cleanly");
+            }
+        }
     }
 }
 

@@ -221,6 +221,8 @@ pub struct DeliverySettings {
     pub timeout_secs: u64,
     /// Most sends in flight per target.
     pub concurrency: usize,
+    /// Threads that run deliveries; 0 = [`crate::delivery::policy::delivery_threads`] decides.
+    pub threads: usize,
 }
 
 impl DeliverySettings {
@@ -241,6 +243,7 @@ impl Default for DeliverySettings {
             backoff_max_secs: 300,
             timeout_secs: 15,
             concurrency: 32,
+            threads: 0,
         }
     }
 }

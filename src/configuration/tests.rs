@@ -332,3 +332,17 @@ fn digest_keys_have_per_kind_defaults_and_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn delivery_threads_default_to_automatic_and_are_bounded() {
+    assert_eq!(load_text(MINIMAL).unwrap().delivery.threads, 0);
+    let s = load_text(&format!("{MINIMAL}\n[delivery]\nthreads = 3\n")).unwrap();
+    assert_eq!(s.delivery.threads, 3);
+    let err = load_text(&format!("{MINIMAL}\n[delivery]\nthreads = 100000\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("delivery.threads must be at most 256"),
+        "{err}"
+    );
+}

@@ -72,6 +72,12 @@ impl Settings {
         if self.delivery.concurrency == 0 {
             problems.push("delivery.concurrency must be ≥ 1".into());
         }
+        if self.delivery.threads > crate::delivery::policy::MAX_DELIVERY_THREADS {
+            problems.push(format!(
+                "delivery.threads must be at most {} (0 = half the cores)",
+                crate::delivery::policy::MAX_DELIVERY_THREADS
+            ));
+        }
         if self.delivery.backoff_initial_ms.is_some() {
             problems.push("delivery.backoff_initial_ms was replaced by delivery.retry_schedule (a list of waits, e.g. [\"5s\", \"5m\", \"30m\"]; the last repeats until max_age_secs): remove it".into());
         }
