@@ -142,10 +142,10 @@ pub const MAX_DELIVERY_THREADS: usize = 256;
 /// does not document retries of webhook calls, so acknowledging a webhook must never wait for
 /// a core that deliveries took; deliveries wait safely in the store. The other half of the
 /// cores stays with the HTTP server and the store. Chat tools take a few messages a second,
-/// so one delivery thread is far more than they accept (the load test measured 4,500
+/// so one delivery thread is far more than they accept (the load test measured 3,900–5,300
 /// unpaced deliveries a second on one thread). On 2 cores shared with the load generator and
-/// the mocks, one thread instead of two raised accepted/s by 25 % and lowered CPU per event
-/// by 19 % (docs/benchmarks.md).
+/// the mocks, one thread instead of two raised accepted/s by 19 % and lowered CPU per event
+/// by 9 % (medians of five pairs, docs/benchmarks.md).
 pub fn delivery_threads(setting: usize, cores: usize) -> usize {
     if setting > 0 {
         setting
