@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
-use crate::delivery::{build_sender, Deliverer};
+use crate::delivery::{build_sender, Deliverer, DeliveryThreads};
 use crate::metrics::Metrics;
 use crate::reload::ReloadHandle;
 use crate::routes;
@@ -137,7 +137,8 @@ impl Application {
             started.delivery.threads,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         );
-        let delivery_threads = DeliveryThreads::start(threads)?;
+        let delivery_threads =
+            DeliveryThreads::start(threads).map_err(StartupError::DeliveryThreads)?;
         let rt_for_delivery = runtime.clone();
         let deliverer = Deliverer::new(
             store.clone(),
@@ -254,51 +255,6 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// The runtime that runs deliveries: the dispatcher, every send task and the HTTP clients'
-/// connections they open.
-struct DeliveryThreads(Option<tokio::runtime::Runtime>);
-
-impl DeliveryThreads {
-    fn start(threads: usize) -> Result<DeliveryThreads, StartupError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("delivery")
-            .enable_all()
-            .build()
-            .map_err(StartupError::DeliveryThreads)?;
-        tracing::info!(threads, "delivery threads started");
-        Ok(DeliveryThreads(Some(rt)))
-    }
-
-    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.0 {
-            Some(rt) => rt.spawn(f),
-            // Only `drop` takes the runtime out.
-            None => tokio::spawn(f),
-        }
-    }
-}
-
-impl Drop for DeliveryThreads {
-    fn drop(&mut self) {
-        // When this returns, no delivery task runs any more: a send still running after its
-        // Application is gone would reach whatever listens on the target's port by then. The
-        // shutdown runs on a thread of its own because the main runtime, where the Application
-        // is dropped, forbids blocking shutdowns; `run_until` has drained the sends, so this
-        // only waits for idle connections (bounded anyway).
-        if let Some(rt) = self.0.take() {
-            let stop = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(1)));
-            if stop.join().is_err() {
-                tracing::warn!("the delivery threads did not stop cleanly");
-            }
-        }
     }
 }
 

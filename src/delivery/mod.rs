@@ -8,6 +8,7 @@
 pub mod policy;
 mod sender;
 pub mod storm;
+mod threads;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -37,6 +38,7 @@ use crate::store::{
 use policy::Verdict;
 pub(crate) use sender::describe as describe_transport_error;
 pub use sender::Sender;
+pub use threads::DeliveryThreads;
 
 /// Longest idle wait between polls: bounds how long a row re-queued by `dead-letters retry`
 /// from another process waits before this server sees it.
