@@ -5,6 +5,7 @@
 //! After them, PostgreSQL-only promises: what several replicas on one database guarantee.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::testing::{event, TestDb};
 use super::*;
@@ -768,6 +769,47 @@ async fn pg_a_version_5_store_upgrades_with_its_queue() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(!left.contains(&"ev-old".to_string()), "{left:?}");
+}
+
+/// Deliveries run on threads of their own at a lower priority. A pooled connection first
+/// asked for there must not have its I/O stuck on those threads: whoever borrows it later
+/// (an ingest) would wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_pooled_connections_do_their_io_on_the_runtime_that_opened_the_store() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = pg_replica(&db, 30).await;
+    // Another runtime with one thread (the delivery threads) opens every connection it can.
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let from_other = store.clone();
+    other
+        .spawn(async move {
+            let claims = (0..8).map(|_| from_other.claim("t", 1, false));
+            for result in futures_util::future::join_all(claims).await {
+                result.expect("claim from the other runtime");
+            }
+        })
+        .await
+        .unwrap();
+    // That thread is now busy for 3 s, as a delivery thread may be when cores run out.
+    other.spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let claims = (0..8).map(|_| store.claim("t", 1, false));
+    let all = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::future::join_all(claims),
+    )
+    .await
+    .expect("no claim waited for the busy runtime");
+    assert!(all.iter().all(|r| r.is_ok()));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    other.shutdown_background();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

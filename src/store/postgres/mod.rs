@@ -99,9 +99,12 @@ fn build_pool(
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     size: usize,
 ) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         config,
-        tls,
+        ConnectOnHome {
+            tls,
+            home: tokio::runtime::Handle::current(),
+        },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -114,6 +117,60 @@ fn build_pool(
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .map_err(|e| StoreError::Postgres(e.to_string()))
+}
+
+/// Opens pooled connections on the runtime the store was opened on, and drives their I/O
+/// there, whoever asks for the connection first.
+///
+/// Reason: delivery threads run at a lower priority (`delivery::threads`). A connection first
+/// asked for by a delivery would otherwise have its reads and writes driven by a delivery
+/// thread for its whole life, and an ingest that later borrowed it would wait for that thread:
+/// acknowledgements behind deliveries, the inversion the lower priority exists to prevent.
+struct ConnectOnHome {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    home: tokio::runtime::Handle,
+}
+
+impl deadpool_postgres::Connect for ConnectOnHome {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let (tls, config) = (self.tls.clone(), pg_config.clone());
+        Box::pin(async move {
+            // The socket belongs to the reactor of the runtime that opens it, so the whole
+            // connection is opened and driven there.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = self.home.spawn(async move {
+                match config.connect(tls).await {
+                    Ok((client, connection)) => {
+                        if tx.send(Ok(client)).is_ok() {
+                            if let Err(e) = connection.await {
+                                tracing::warn!(error = %error_text(&e), "PostgreSQL connection closed");
+                            }
+                        }
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            });
+            match rx.await {
+                Ok(Ok(client)) => Ok((client, task)),
+                Ok(Err(e)) => Err(e),
+                // The home runtime is shutting down: the pool's create timeout answers.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
 }
 
 /// The sessions of the bookkeeping pool commit with `synchronous_commit = off`: a commit
