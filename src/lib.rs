@@ -23,6 +23,8 @@
 //!    go through [`chatapp`] instead: one living message per alert, edited by later events
 //!    (its reference kept in the store), with triage buttons whose presses
 //!    [`routes::integrations`] receives (`POST /integrations/{slack,mattermost}/actions`).
+//!    Deliveries run on threads of their own at a lower CPU priority
+//!    ([`delivery::DeliveryThreads`]): when cores run out, acknowledging webhooks comes first.
 //!    [`retry`] is the one retry policy (a schedule as
 //!    data, jitter, `Retry-After`) used by delivery and by the Alert API client alike.
 //!

@@ -98,8 +98,8 @@ pub struct Application {
     /// The `server.metrics_listen` server, when configured.
     metrics_server: Option<(Server, u16)>,
     deliverer: Arc<Deliverer>,
-    /// Where deliveries run: threads of their own, so that they never take the cores the
-    /// HTTP server needs to acknowledge webhooks (see `delivery::policy::delivery_threads`).
+    /// Where deliveries run: threads of their own at a lower priority, so that acknowledging
+    /// webhooks gets the cores first (`delivery::policy::delivery_threads`, `delivery::threads`).
     delivery_threads: DeliveryThreads,
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,

@@ -13,8 +13,8 @@ use std::time::Duration;
 /// never stopped: a tenth of a core still sends hundreds of messages a second), and the
 /// full core whenever ingest is idle. Nice weights apply among the threads of one cgroup, so
 /// in a container or a systemd service this only orders the relay's own work. On 2 cores
-/// shared with the load generator, it raised accepted/s by 60–75 % with end to end no slower
-/// (docs/benchmarks.md).
+/// shared with the load generator, it raised accepted/s by 57–74 % (medians of three rounds)
+/// with end to end within the noise (docs/benchmarks.md).
 pub const DELIVERY_NICE_STEPS: i32 = 10;
 
 /// The nice value for delivery threads given the process's: [`DELIVERY_NICE_STEPS`] higher,
