@@ -25,18 +25,25 @@ pub fn lowered_nice(current: i32) -> i32 {
 
 /// The runtime that runs deliveries: the dispatcher, every send task and the HTTP connections
 /// they open.
-pub struct DeliveryThreads(Option<tokio::runtime::Runtime>);
+pub struct DeliveryThreads {
+    handle: tokio::runtime::Handle,
+    /// Taken only by `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 impl DeliveryThreads {
     pub fn start(threads: usize) -> std::io::Result<DeliveryThreads> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("delivery")
             .on_thread_start(lower_this_threads_priority)
             .enable_all()
             .build()?;
         tracing::info!(threads, "delivery threads started");
-        Ok(DeliveryThreads(Some(rt)))
+        Ok(DeliveryThreads {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
@@ -44,11 +51,7 @@ impl DeliveryThreads {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.0 {
-            Some(rt) => rt.spawn(f),
-            // Only `drop` takes the runtime out.
-            None => tokio::spawn(f),
-        }
+        self.handle.spawn(f)
     }
 }
 
@@ -59,7 +62,7 @@ impl Drop for DeliveryThreads {
         // shutdown runs on a thread of its own because the main runtime, where the Application
         // is dropped, forbids blocking shutdowns; `run_until` has drained the sends, so this
         // only waits for idle connections (bounded anyway).
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.runtime.take() {
             let stop = std::thread::spawn(move || rt.shutdown_timeout(Duration::from_secs(1)));
             if stop.join().is_err() {
                 tracing::warn!("the delivery threads did not stop cleanly");

@@ -135,16 +135,9 @@ impl deadpool_postgres::Connect for ConnectOnHome {
     fn connect(
         &self,
         pg_config: &tokio_postgres::Config,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
-                        tokio_postgres::Error,
-                    >,
-                > + Send
-                + '_,
-        >,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
     > {
         let (tls, config) = (self.tls.clone(), pg_config.clone());
         Box::pin(async move {
