@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::MAX_BATCH;
 use super::{now_ms, Claimed, Command, Ingested, NewEvent, Outcome, QueueDepth, StoreError};
+use crate::configuration::SyncMode;
 use crate::store::{Candidate, FoldInto, Member, PlanApplied, StormPlan, DIGEST_EVENT_TYPE};
 
 /// A reply to send once the batch's transaction has committed (or failed).
@@ -46,7 +47,9 @@ fn clone_error(err: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, sync: SyncMode) {
+    // What the connection's `synchronous` is now: `sync`, or NORMAL for a batch of successes.
+    let mut relaxed = false;
     // Deliveries handed to this process's workers and not yet completed. Claims live in memory:
     // only one server uses a store file (see `SqliteStore::open`), a crash forgets them (which is
     // exactly "in flight work resumes at restart"), and a claim then costs no write or fsync.
@@ -118,34 +121,82 @@ pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
         if writes.is_empty() {
             continue;
         }
-        let completed: Vec<i64> = writes
-            .iter()
-            .filter_map(|c| match c {
-                Command::Complete(id, _, _) => Some(*id),
-                _ => None,
-            })
-            .collect();
-        match run_batch(&mut conn, &mut writes) {
-            // Recorded: these rows are no longer held.
-            Ok(()) => {
-                for id in completed {
-                    claimed.remove(&id);
-                }
-            }
-            Err(err) => {
-                // Failures here are environmental (disk full, locked, I/O): every command of
-                // the batch gets the error at once, so senders see a fast 503 and retry. Rows
-                // whose outcome was not recorded stay claimed: their task retries the record
-                // (releasing them made each due row a hot loop of re-sends while the disk was
-                // full). If the process dies first, the claim dies with it and the row, still
-                // pending in the file, is sent again at the next start: never lost.
-                tracing::error!(error = %err, batch = writes.len(), "store transaction failed");
+        write(&mut conn, writes, &mut claimed, sync, &mut relaxed);
+    }
+}
+
+/// Run one batch of writes in one transaction, with the durability its commands need (see
+/// [`may_skip_fsync`]), and answer each command after the commit.
+fn write(
+    conn: &mut Connection,
+    mut writes: Vec<Command>,
+    claimed: &mut HashSet<i64>,
+    sync: SyncMode,
+    relaxed: &mut bool,
+) {
+    let want = sync == SyncMode::Full && may_skip_fsync(&writes);
+    if want != *relaxed {
+        let mode = if want { "NORMAL" } else { "FULL" };
+        match conn.pragma_update(None, "synchronous", mode) {
+            Ok(()) => *relaxed = want,
+            // Still relaxed, and this batch must wait for the disk: it fails like a failed
+            // transaction would (its senders see a 503 and retry).
+            Err(err) if *relaxed => {
+                tracing::error!(error = %err, batch = writes.len(), "cannot make the store wait for the disk again");
                 for cmd in writes.drain(..) {
                     reply_err(cmd, &err);
                 }
+                return;
+            }
+            // Not relaxed: the batch simply waits for the disk.
+            Err(err) => tracing::warn!(error = %err, "cannot relax the commit of successes"),
+        }
+    }
+    let completed: Vec<i64> = writes
+        .iter()
+        .filter_map(|c| match c {
+            Command::Complete(id, _, _) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    match run_batch(conn, &mut writes) {
+        // Recorded: these rows are no longer held.
+        Ok(()) => {
+            for id in completed {
+                claimed.remove(&id);
+            }
+        }
+        Err(err) => {
+            // Failures here are environmental (disk full, locked, I/O): every command of
+            // the batch gets the error at once, so senders see a fast 503 and retry. Rows
+            // whose outcome was not recorded stay claimed: their task retries the record
+            // (releasing them made each due row a hot loop of re-sends while the disk was
+            // full). If the process dies first, the claim dies with it and the row, still
+            // pending in the file, is sent again at the next start: never lost.
+            tracing::error!(error = %err, batch = writes.len(), "store transaction failed");
+            for cmd in writes.drain(..) {
+                reply_err(cmd, &err);
             }
         }
     }
+}
+
+/// Whether a batch may commit without waiting for the disk (`synchronous = NORMAL`), when the
+/// store is configured `sync = "full"`.
+///
+/// Rule: only when every command in it records a success or a skip. Reason: such a record is
+/// lost only on power loss or an OS crash (never on a process crash: the write has reached the
+/// OS), and then its row is pending again and the message is sent once more: a duplicate,
+/// never a loss. Webhooks (the 202), failures and dead letters still wait for the fsync, and
+/// that fsync also makes every relaxed commit before it durable, since the WAL is one file
+/// written in order. Under load most commits are successes, each paying an fsync.
+fn may_skip_fsync(writes: &[Command]) -> bool {
+    writes.iter().all(|c| {
+        matches!(
+            c,
+            Command::Complete(_, Outcome::Delivered { .. } | Outcome::Skipped { .. }, _)
+        )
+    })
 }
 
 fn reply_err(cmd: Command, err: &rusqlite::Error) {
@@ -259,6 +310,15 @@ fn ingest(tx: &Transaction<'_>, ev: &NewEvent, now: i64) -> Result<Ingested, rus
     Ok(Ingested::Accepted { event_id })
 }
 
+/// Due rows of a target, oldest first (`?4`: ranked rows only).
+const CLAIM: &str = "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at,
+                e.short_id, e.type, e.alert_json
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
+           AND (?4 = 0 OR d.urgency IS NOT NULL OR d.attempts > 0 OR d.body IS NOT NULL
+                OR d.next_at <= ?5)
+         ORDER BY d.next_at, d.id LIMIT ?3";
+
 fn claim(
     conn: &Connection,
     target: &str,
@@ -267,15 +327,7 @@ fn claim(
     now: i64,
     claimed: &mut HashSet<i64>,
 ) -> Result<Vec<Claimed>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.id, e.public_id, e.hook, d.target, d.attempts, d.age_from, e.body, d.body, e.received_at,
-                e.short_id, e.type, e.alert_json
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.state = 'pending' AND d.target = ?1 AND d.next_at <= ?2
-           AND (?4 = 0 OR d.urgency IS NOT NULL OR d.attempts > 0 OR d.body IS NOT NULL
-                OR d.next_at <= ?5)
-         ORDER BY d.next_at, d.id LIMIT ?3",
-    )?;
+    let mut stmt = conn.prepare_cached(CLAIM)?;
     let fetch = limit.saturating_add(claimed.len());
     let stale = now - crate::store::UNRANKED_GRACE_MS;
     let query = stmt.query(params![target, now, fetch as i64, ranked_only, stale])?;
@@ -571,4 +623,135 @@ fn members(conn: &Connection, delivery: i64) -> Result<Vec<Member>, rusqlite::Er
         })
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::configuration::SyncMode;
+    use crate::store::testing::event;
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn complete_cmd(id: i64, outcome: Outcome) -> Command {
+        Command::Complete(id, outcome, tokio::sync::oneshot::channel().0)
+    }
+
+    #[test]
+    fn only_a_batch_of_successes_and_skips_may_skip_the_fsync() {
+        let delivered = || complete_cmd(1, Outcome::Delivered { status: 200 });
+        let skipped = || {
+            complete_cmd(
+                2,
+                Outcome::Skipped {
+                    reason: "route".into(),
+                },
+            )
+        };
+        assert!(may_skip_fsync(&[delivered(), skipped(), delivered()]));
+        let ingest = Command::Ingest(event("k", &["a"]), tokio::sync::oneshot::channel().0);
+        assert!(!may_skip_fsync(&[delivered(), ingest]));
+        let dead = complete_cmd(
+            3,
+            Outcome::Dead {
+                status: Some(400),
+                error: "HTTP 400".into(),
+                response: None,
+                body: None,
+            },
+        );
+        assert!(!may_skip_fsync(&[delivered(), dead]));
+        let retry = complete_cmd(
+            4,
+            Outcome::Retry {
+                next_at_ms: 0,
+                status: Some(503),
+                error: "HTTP 503".into(),
+                response: None,
+                body: None,
+                counts_attempt: true,
+            },
+        );
+        assert!(!may_skip_fsync(&[retry]));
+        assert!(!may_skip_fsync(&[Command::Probe(
+            tokio::sync::oneshot::channel().0
+        )]));
+    }
+
+    #[test]
+    fn successes_commit_relaxed_and_the_next_webhook_waits_for_the_disk_again() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str, sync| {
+            super::super::connect(&dir.path().join(name), sync, Duration::from_secs(1)).unwrap()
+        };
+        let mut conn = open("relay.db", SyncMode::Full);
+        let (mut claimed, mut relaxed) = (HashSet::new(), false);
+        let ingest = |conn: &mut Connection, key: &str, sync, relaxed: &mut bool| {
+            let (tx, mut accepted) = tokio::sync::oneshot::channel();
+            let cmd = Command::Ingest(event(key, &["a"]), tx);
+            write(conn, vec![cmd], &mut HashSet::new(), sync, relaxed);
+            assert!(matches!(
+                accepted.try_recv(),
+                Ok(Ok(Ingested::Accepted { .. }))
+            ));
+        };
+        ingest(&mut conn, "k1", SyncMode::Full, &mut relaxed);
+        assert_eq!(synchronous(&conn), FULL);
+        let rows = claim(&conn, "a", 10, false, now_ms(), &mut claimed).unwrap();
+        let (tx, mut done) = tokio::sync::oneshot::channel();
+        let success = Command::Complete(rows[0].id, Outcome::Delivered { status: 200 }, tx);
+        write(
+            &mut conn,
+            vec![success],
+            &mut claimed,
+            SyncMode::Full,
+            &mut relaxed,
+        );
+        assert!(matches!(done.try_recv(), Ok(Ok(()))));
+        assert!(claimed.is_empty(), "recorded, so no longer held");
+        assert_eq!(
+            synchronous(&conn),
+            NORMAL,
+            "a batch of successes skips the fsync"
+        );
+        ingest(&mut conn, "k2", SyncMode::Full, &mut relaxed);
+        assert_eq!(
+            synchronous(&conn),
+            FULL,
+            "a webhook's commit waits for the disk"
+        );
+        // With `sync = "normal"` nothing is switched.
+        let mut conn = open("normal.db", SyncMode::Normal);
+        let mut relaxed = false;
+        ingest(&mut conn, "k1", SyncMode::Normal, &mut relaxed);
+        assert_eq!(synchronous(&conn), NORMAL);
+    }
+
+    #[test]
+    fn a_claim_runs_its_compiled_statement_without_recompiling_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let mut conn =
+            super::super::connect(&path, SyncMode::Normal, Duration::from_secs(1)).unwrap();
+        let mut claimed = HashSet::new();
+        for i in 0..6 {
+            let tx = conn.transaction().unwrap();
+            ingest(&tx, &event(&format!("k{i}"), &["a"]), now_ms()).unwrap();
+            tx.commit().unwrap();
+            // Alternate the bindings, as ranked and unranked claims do.
+            claim(&conn, "a", 10, i % 2 == 0, now_ms(), &mut claimed).unwrap();
+        }
+        assert!(!claimed.is_empty());
+        let stmt = conn.prepare_cached(CLAIM).unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+    }
 }
