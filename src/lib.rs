@@ -61,3 +61,4 @@ pub mod state;
 pub mod store;
 pub mod targets;
 pub mod telemetry;
+pub mod url_memo;

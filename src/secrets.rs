@@ -15,12 +15,17 @@ pub fn hook_id_prefix(id: &str) -> String {
 /// since webhook URLs carry their credentials in the path or query.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(u) => match (u.host_str(), u.port()) {
-            (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
-            (Some(h), None) => format!("{}://{h}", u.scheme()),
-            _ => format!("{}://", u.scheme()),
-        },
+        Ok(u) => redact_url_parsed(&u),
         Err(_) => "<invalid url>".into(),
+    }
+}
+
+/// [`redact_url`] of a URL already parsed.
+pub fn redact_url_parsed(u: &url::Url) -> String {
+    match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+        (Some(h), None) => format!("{}://{h}", u.scheme()),
+        _ => format!("{}://", u.scheme()),
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::render::RenderInput;
 use crate::retry;
 use crate::routing::Decision;
-use crate::sekoia::{AlertClient, Credentials, Enrichment};
+use crate::sekoia::{Alert, AlertClient, Credentials, Enrichment};
 use crate::state::Runtime;
 use crate::store::{
     now_ms, sleep_until_ms, slot_interval_ms, target_pacing_key as pacing_key, Candidate, Claimed,
@@ -56,6 +57,10 @@ const PLAN_LIMIT: usize = 2_000;
 /// Longest wait between two tries at recording an outcome the store refused (see `record`):
 /// bounds how long after space returns a held delivery is finished.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The alerts one claim needs, fetched together by whichever of its tasks asks first: by hook
+/// name, then by alert uuid (see [`Deliverer::fetch_together`]).
+type Batch = Shared<BoxFuture<'static, Arc<HashMap<String, HashMap<String, Arc<Alert>>>>>>;
 
 /// Per-target pacing and bookkeeping that outlives a config reload.
 struct TargetState {
@@ -292,18 +297,25 @@ impl Deliverer {
                     continue;
                 }
             };
+            // Storm-controlled targets had their alerts fetched (in batches) by the plan.
+            let batch = if target.storm_control() {
+                None
+            } else {
+                self.fetch_together(&rt, &rows)
+            };
             for row in rows {
                 state.inflight.fetch_add(1, Ordering::AcqRel);
                 claimed += 1;
                 let this = self.clone();
                 let state = state.clone();
                 let shutdown = shutdown.clone();
+                let batch = batch.clone();
                 let span = tracing::info_span!("delivery", event_id = %row.event_id, hook = %row.hook, alert = row.short_id.as_deref().unwrap_or("-"), target = %row.target);
                 tasks.spawn(
                     async move {
                         let (id, target, received_at) =
                             (row.id, row.target.clone(), row.received_at_ms);
-                        let outcome = this.process(row, &state, &shutdown).await;
+                        let outcome = this.process(row, &state, &shutdown, batch).await;
                         this.metrics
                             .delivery_outcome(&target, &outcome, received_at);
                         this.record(id, outcome, &shutdown).await;
@@ -353,6 +365,7 @@ impl Deliverer {
         row: Claimed,
         state: &TargetState,
         shutdown: &CancellationToken,
+        batch: Option<Batch>,
     ) -> Outcome {
         let rt = (self.runtime)();
         let settings = &rt.settings;
@@ -370,7 +383,7 @@ impl Deliverer {
             Some(b) => b,
             None => {
                 let prepared = tokio::select! {
-                    p = self.prepare(&rt, &row) => p,
+                    p = self.prepare(&rt, &row, batch) => p,
                     _ = shutdown.cancelled() => return Outcome::Release,
                 };
                 match prepared {
@@ -443,7 +456,7 @@ impl Deliverer {
                 body,
                 attempt,
                 age_from_ms: row.age_from_ms,
-                host: target.safe_host(),
+                host: self.sender.safe_host(target),
             },
             &settings.delivery,
         );
@@ -678,8 +691,44 @@ impl Deliverer {
         known
     }
 
+    /// The alerts that the claimed `rows` need, as one list call per hook (see
+    /// [`policy::fetch_together`]), started when a row's task first asks for its alert. An
+    /// alert the call did not bring is fetched on its own, with the usual retries.
+    fn fetch_together(self: &Arc<Self>, rt: &Arc<Runtime>, rows: &[Claimed]) -> Option<Batch> {
+        let mut by_hook: HashMap<String, Vec<WebhookEvent>> = HashMap::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.body.is_none() && r.alert_json.is_none() && r.event_type == "alert")
+        {
+            let Ok(event) = WebhookEvent::from_stored(&row.event_json) else {
+                continue;
+            };
+            if event.action != "deleted" && event.uuid.is_some() {
+                by_hook.entry(row.hook.clone()).or_default().push(event);
+            }
+        }
+        by_hook.retain(|_, events| policy::fetch_together(events.len()));
+        if by_hook.is_empty() {
+            return None;
+        }
+        let (this, rt) = (self.clone(), rt.clone());
+        let fetch = async move {
+            let mut by_uuid = HashMap::new();
+            for (hook, events) in by_hook {
+                let Some(h) = rt.settings.hook_by_name(&hook) else {
+                    continue;
+                };
+                let creds = Credentials::of_hook(h, &rt.settings.sekoia);
+                let fetched = this.alerts.prefetch(&creds, &events).await;
+                by_uuid.insert(hook, fetched);
+            }
+            Arc::new(by_uuid)
+        };
+        Some(fetch.boxed().shared())
+    }
+
     /// Enrich, route and render a delivery's message.
-    async fn prepare(&self, rt: &Runtime, row: &Claimed) -> Prepared {
+    async fn prepare(&self, rt: &Runtime, row: &Claimed, batch: Option<Batch>) -> Prepared {
         if row.event_type == DIGEST_EVENT_TYPE {
             return self.prepare_digest(rt, row).await;
         }
@@ -694,7 +743,7 @@ impl Deliverer {
         let creds = Credentials::of_hook(hook, &settings.sekoia);
         // The alert fetched once for this event (by the storm planner), else fetched now.
         let found = self
-            .alert_for(&creds, &event, row.alert_json.as_deref())
+            .alert_for(&creds, &event, row.alert_json.as_deref(), batch, &hook.name)
             .await;
         let changes = match settings.targets.get(&row.target) {
             Some(t) if t.storm_control() => self.changes_of(row.id, &event.json).await,
@@ -711,17 +760,25 @@ impl Deliverer {
     }
 
     /// The event's alert: the one kept with the event (fetched once by the storm planner),
-    /// else fetched now through the cache.
+    /// else the one its claim's batch brought, else fetched now through the cache.
     async fn alert_for(
         &self,
         creds: &Credentials,
         event: &WebhookEvent,
         stored: Option<&str>,
+        batch: Option<Batch>,
+        hook: &str,
     ) -> AlertFor {
-        match stored.and_then(|j| serde_json::from_str(j).ok()) {
-            Some(alert) => AlertFor::Stored(alert),
-            None => AlertFor::Fetched(self.alerts.enrich(creds, event).await),
+        if let Some(alert) = stored.and_then(|j| serde_json::from_str(j).ok()) {
+            return AlertFor::Stored(alert);
         }
+        let start = std::time::Instant::now();
+        let fetched = match batch {
+            Some(b) => Some(b.await),
+            None => None,
+        };
+        let of_hook = fetched.as_ref().and_then(|f| f.get(hook));
+        AlertFor::Fetched(self.alerts.enrich_from(creds, event, of_hook, start).await)
     }
 
     /// The changes line of a message that carries older, collapsed events of its alert.
@@ -757,7 +814,7 @@ impl Deliverer {
             };
             let creds = Credentials::of_hook(hook, &settings.sekoia);
             let found = self
-                .alert_for(&creds, &event, m.alert_json.as_deref())
+                .alert_for(&creds, &event, m.alert_json.as_deref(), None, &hook.name)
                 .await;
             let changes = self.changes_of(m.id, &event.json).await;
             let input = found.input(&event, hook, &settings.sekoia, &row.target, &changes);
@@ -861,7 +918,7 @@ struct Attempted {
     /// This attempt's number, counting only attempts that count (a 429 does not).
     attempt: u32,
     age_from_ms: i64,
-    host: String,
+    host: Arc<str>,
 }
 
 /// Turn an answer into the delivery's outcome (delivered, a dead letter, or the next try) and

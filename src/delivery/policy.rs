@@ -132,6 +132,18 @@ pub fn claim_size(cap: usize, inflight: usize) -> usize {
     }
 }
 
+/// Whether the alerts that `rows` deliveries of one hook need, claimed together, are fetched
+/// in one list call before they are prepared.
+///
+/// Rule: when at least two rows need one. Reason: one request instead of N against the Alert
+/// API, whose `max_requests_per_sec` (SEKOIA.IO's WAF asks for at most 5 a second) otherwise
+/// paces a burst to an unpaced target one alert at a time, and less CPU per message. A row
+/// alone keeps the single-alert call: a list call brings nothing more, and an alert it missed
+/// is fetched on its own anyway.
+pub fn fetch_together(rows: usize) -> bool {
+    rows >= 2
+}
+
 /// Most threads `[delivery] threads` may ask for.
 pub const MAX_DELIVERY_THREADS: usize = 256;
 
@@ -193,6 +205,14 @@ mod tests {
         assert_eq!(claim_size(1, 1), 0);
         assert_eq!(claim_size(3, 1), 2);
         assert_eq!(claim_size(3, 2), 0);
+    }
+
+    #[test]
+    fn two_rows_that_need_an_alert_share_one_list_call_and_one_row_does_not() {
+        assert!(!fetch_together(0));
+        assert!(!fetch_together(1));
+        assert!(fetch_together(2));
+        assert!(fetch_together(32));
     }
 
     #[test]

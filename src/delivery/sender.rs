@@ -1,12 +1,14 @@
 //! Posting a rendered body to a target (or printing it, for `console`).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
 use crate::configuration::TargetSettings;
 use crate::targets::Output;
+use crate::url_memo::UrlMemo;
 
 /// Largest response body read from a target: enough for any error text, bounded so a hostile
 /// endpoint cannot make the relay buffer gigabytes.
@@ -22,10 +24,12 @@ pub struct Response {
     pub body: String,
 }
 
-/// One HTTP client for every target: connections are pooled and reused.
+/// One HTTP client for every target: connections are pooled and reused, and target URLs are
+/// parsed once.
 #[derive(Clone)]
 pub struct Sender {
     http: reqwest::Client,
+    urls: Arc<UrlMemo>,
 }
 
 impl Sender {
@@ -40,12 +44,27 @@ impl Sender {
             // whichever host the redirect names. A 3xx is a dead letter naming the new host.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            urls: Arc::default(),
+        })
     }
 
     /// The pooled client, for the bot-token kinds' API calls ([`crate::chatapp`]).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// `scheme://host[:port]` of the target's URL, the part that may be logged; "stdout" for
+    /// a target without one.
+    pub fn safe_host(&self, target: &TargetSettings) -> Arc<str> {
+        match target.post_url() {
+            None => "stdout".into(),
+            Some(raw) => self
+                .urls
+                .parse(raw)
+                .map_or_else(|| "<invalid url>".into(), |p| p.safe_host),
+        }
     }
 
     /// Send `body` to the target. `Err` is a transport failure (connect, timeout, reset), always
@@ -67,12 +86,15 @@ impl Sender {
             return Err("target has no url".into());
         };
         let spec = target.kind.spec();
-        let url = spec.request_url(url);
+        let Some(url) = self.urls.parse(&spec.request_url(url)) else {
+            // Configuration validation refuses such a URL first.
+            return Err("target url is not a valid URL".into());
+        };
         let routing_key = target.routing_key.as_ref().map(|k| k.expose_secret());
         let body = spec.prepare_body(body, routing_key);
         let mut req = self
             .http
-            .post(url.as_ref())
+            .post(url.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.into_owned());
         for (name, value) in &target.headers {

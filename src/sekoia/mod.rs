@@ -39,6 +39,7 @@ use crate::configuration::SekoiaSettings;
 use crate::domain::event::WebhookEvent;
 use crate::metrics::{EnrichmentOutcome, Metrics};
 use crate::secrets::redact_url;
+use crate::url_memo::UrlMemo;
 
 use crate::retry::{parse_retry_after, RetryPolicy};
 pub use alert::Alert;
@@ -109,6 +110,10 @@ pub struct AlertClient {
     deadline: Duration,
     retry: RetryPolicy,
     metrics: Option<Arc<Metrics>>,
+    /// API base URLs, parsed once (see [`crate::url_memo`]).
+    bases: UrlMemo,
+    /// API bases whose list endpoint refused a call, and until when it is not asked again.
+    list_refused: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for AlertClient {
@@ -124,7 +129,7 @@ impl std::fmt::Debug for AlertClient {
 struct Ctx<'a> {
     alert: &'a str,
     uuid: &'a str,
-    api: String,
+    api: Arc<str>,
 }
 
 /// One attempt that did not settle the outcome.
@@ -186,6 +191,8 @@ impl AlertClient {
             deadline: Duration::from_secs(settings.enrich_deadline_secs),
             retry,
             metrics: None,
+            bases: UrlMemo::default(),
+            list_refused: Default::default(),
         })
     }
 
@@ -233,8 +240,26 @@ impl AlertClient {
     /// while the API fails transiently. Counted per call, i.e. per message prepared, so the
     /// metrics say how many messages went out without details.
     pub async fn enrich(&self, creds: &Credentials, event: &WebhookEvent) -> Enrichment {
-        let start = Instant::now();
-        let outcome = self.enrich_uncounted(creds, event).await;
+        self.enrich_from(creds, event, None, Instant::now()).await
+    }
+
+    /// [`AlertClient::enrich`], answered from `batch` (what [`AlertClient::prefetch`] returned
+    /// for these credentials) when it holds the event's alert, so that no call is made. Timed
+    /// from `start`: the wait for the batch counts as the enrichment's time.
+    pub async fn enrich_from(
+        &self,
+        creds: &Credentials,
+        event: &WebhookEvent,
+        batch: Option<&std::collections::HashMap<String, Arc<Alert>>>,
+        start: Instant,
+    ) -> Enrichment {
+        let fetched = batch
+            .filter(|_| event.is_alert() && event.action != "deleted")
+            .and_then(|b| b.get(event.uuid.as_deref()?));
+        let outcome = match fetched {
+            Some(a) => Enrichment::Enriched(a.clone()),
+            None => self.enrich_uncounted(creds, event).await,
+        };
         if let Some(m) = &self.metrics {
             let kind = match &outcome {
                 Enrichment::Enriched(_) => EnrichmentOutcome::Enriched,
@@ -258,12 +283,15 @@ impl AlertClient {
             return Enrichment::Unavailable("no API key configured".into());
         }
         let api_url = creds.api_url.trim().trim_end_matches('/');
+        let base = self.bases.parse(api_url);
         let ctx = Ctx {
             alert: event.short_id.as_deref().unwrap_or("-"),
             uuid,
-            api: redact_url(api_url),
+            api: base
+                .as_ref()
+                .map_or_else(|| "<invalid url>".into(), |b| b.safe_host.clone()),
         };
-        let Some(url) = alert_url(api_url, uuid) else {
+        let Some(url) = base.and_then(|b| alert_url(b.url, uuid)) else {
             tracing::warn!(alert = ctx.alert, uuid, api = %ctx.api, "the SEKOIA.IO API URL is not a valid http(s) URL");
             return Enrichment::Unavailable("the SEKOIA.IO API URL is not valid".into());
         };
@@ -309,6 +337,9 @@ impl AlertClient {
         let Some(auth) = bearer(key) else {
             return fetched;
         };
+        if self.list_refused_now(api_url) {
+            return fetched;
+        }
         let mut wanted: Vec<(String, CacheKey)> = Vec::new();
         for e in events {
             if !e.is_alert() || e.action == "deleted" {
@@ -329,7 +360,11 @@ impl AlertClient {
         uuids.sort();
         uuids.dedup();
         for chunk in uuids.chunks(BATCH_SIZE) {
-            let Some(url) = list_url(api_url, chunk) else {
+            let Some(url) = self
+                .bases
+                .parse(api_url)
+                .and_then(|b| list_url(b.url, chunk))
+            else {
                 return fetched;
             };
             self.wait_turn().await;
@@ -344,6 +379,14 @@ impl AlertClient {
                 .await;
             let mut resp = match sent {
                 Ok(r) if r.status().is_success() => r,
+                Ok(r) if policy::list_refused(r.status().as_u16()) => {
+                    tracing::warn!(status = r.status().as_u16(), api = %redact_url(api_url), pause_secs = LIST_REFUSED_PAUSE.as_secs(), "SEKOIA.IO refused the alert list call: alerts are fetched one by one, and the list is not asked for a while");
+                    self.list_refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(api_url.to_string(), Instant::now() + LIST_REFUSED_PAUSE);
+                    return fetched;
+                }
                 Ok(r) => {
                     tracing::info!(status = r.status().as_u16(), api = %redact_url(api_url), "SEKOIA.IO alert list call failed: alerts are fetched one by one");
                     return fetched;
@@ -395,6 +438,20 @@ impl AlertClient {
             }
         }
         fetched
+    }
+
+    /// Whether the list endpoint of `api_url` refused a call less than [`LIST_REFUSED_PAUSE`]
+    /// ago.
+    fn list_refused_now(&self, api_url: &str) -> bool {
+        let mut refused = self.list_refused.lock().unwrap_or_else(|e| e.into_inner());
+        match refused.get(api_url) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                refused.remove(api_url);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Reserve `n` units of alert memory, waiting for deliveries to release theirs.
@@ -593,6 +650,10 @@ impl AlertClient {
 /// Most uuids in one alert list call (`limit` of the list endpoint).
 pub const BATCH_SIZE: usize = 100;
 
+/// How long a list endpoint that refused a call (see [`policy::list_refused`]) is left alone:
+/// until then each alert is fetched on its own, without paying a refused call per batch.
+const LIST_REFUSED_PAUSE: Duration = Duration::from_secs(600);
+
 /// `Authorization: Bearer {key}`, marked sensitive (never printed by the HTTP stack); `None`
 /// for a key with characters a header cannot carry.
 fn bearer(key: &str) -> Option<HeaderValue> {
@@ -616,8 +677,8 @@ fn cache_key(creds: &Credentials, event: &WebhookEvent) -> Option<CacheKey> {
 }
 
 /// `{api_url}/v1/sic/alerts?match[uuid]=a,b&limit=N&stix=false`: the list of `uuids`.
-fn list_url(api_url: &str, uuids: &[String]) -> Option<url::Url> {
-    let mut url = alert_url(api_url, "x")?;
+fn list_url(base: url::Url, uuids: &[String]) -> Option<url::Url> {
+    let mut url = alert_url(base, "x")?;
     url.path_segments_mut().ok()?.pop();
     url.query_pairs_mut()
         .clear()
@@ -627,10 +688,10 @@ fn list_url(api_url: &str, uuids: &[String]) -> Option<url::Url> {
     Some(url)
 }
 
-/// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...`, the uuid percent-encoded as one path
-/// segment. `None` for a URL that is not http(s) or cannot carry a path.
-fn alert_url(api_url: &str, uuid: &str) -> Option<url::Url> {
-    let mut url = url::Url::parse(api_url).ok()?;
+/// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...` (`base` is `api_url` parsed), the uuid
+/// percent-encoded as one path segment. `None` for a URL that is not http(s) or cannot carry
+/// a path.
+fn alert_url(mut url: url::Url, uuid: &str) -> Option<url::Url> {
     // Userinfo would become a second (Basic) Authorization header: refused (config validation
     // says so first; this keeps the client safe on its own).
     if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() {

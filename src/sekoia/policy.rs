@@ -33,6 +33,17 @@ pub(crate) fn classify_status(status: u16) -> StatusClass {
     }
 }
 
+/// Whether an answer to the list call (`GET /v1/sic/alerts?match[uuid]=…`) says the endpoint
+/// is refused to this client, rather than failing for now.
+///
+/// Rule: any 4xx but 408 and 429. Reason: a 401/403 (the key may read alerts one by one but
+/// not list them), 404 or 405 (a proxy or an API without the list) will answer the same to
+/// the next batch, so asking again would cost one wasted call per claim; a timeout, a 429 or
+/// a 5xx passes, and the next batch tries again.
+pub(crate) fn list_refused(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 429)
+}
+
 /// The Alert API client's retry policy: 250 ms doubling up to 10 s, full jitter.
 ///
 /// Rule and reason: exponential so a struggling API (and SEKOIA.IO's WAF, which blocks clients
@@ -96,6 +107,16 @@ pub(crate) fn error_excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_call_refused_for_good_is_told_from_one_that_failed_for_now() {
+        for refused in [400, 401, 403, 404, 405, 410] {
+            assert!(list_refused(refused), "{refused}");
+        }
+        for passing in [200, 302, 408, 429, 500, 502, 503] {
+            assert!(!list_refused(passing), "{passing}");
+        }
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -471,12 +471,16 @@ async fn with_alert_api(
                 .collect::<Vec<_>>()
         }
     };
+    // Single-alert calls: these mocks have no list endpoint, so the first batch's list call
+    // is refused (404) and every alert is fetched on its own.
     let api_calls = app
         .sekoia
         .received_requests()
         .await
         .unwrap_or_default()
-        .len();
+        .iter()
+        .filter(|r| r.url.path().starts_with("/v1/sic/alerts/"))
+        .count();
     println!("Alert API {fault}: a: {ta}; b: {tb}; Alert API calls: {api_calls}");
     (bodies("/a").await, bodies("/b").await, api_calls)
 }
