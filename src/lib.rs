@@ -10,7 +10,8 @@
 //!    *before* the relay answers 202, to embedded SQLite (group commit) or to PostgreSQL
 //!    shared by several replicas (leases, shared pacing). Duplicates answer 200.
 //! 3. **Enrich** — [`sekoia`]: the full alert is fetched once from the Alert API (cache,
-//!    rate limit, retries until a deadline); on failure the message goes out unenriched.
+//!    rate limit, retries until a deadline; the deliveries claimed together share one list
+//!    call); on failure the message goes out unenriched.
 //! 4. **Render** — [`render`]: a MiniJinja template per target kind builds the exact request
 //!    body, JSON-escaped by construction and cut to the target's size limits.
 //!    [`targets`] holds one module per kind with everything that differs between kinds
@@ -31,7 +32,7 @@
 //! Around it, by layer:
 //!
 //! - bottom: [`domain`] (the event, the kind names), [`secrets`] (what may be shown of a
-//!   secret), [`retry`], [`configuration`] (config.toml), and [`targets`] (each kind's rules,
+//!   secret), [`url_memo`] (config URLs parsed once), [`retry`], [`configuration`] (config.toml), and [`targets`] (each kind's rules,
 //!   asked by configuration's checks and by the stages; it still borrows render's text
 //!   helpers and urgency bands, the one arrow left to straighten);
 //! - the stages above, plus [`routing`] (which targets an event reaches), [`telemetry`] (logs)
