@@ -741,7 +741,8 @@ impl Deliverer {
             Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
         };
         let creds = Credentials::of_hook(hook, &settings.sekoia);
-        // The alert fetched once for this event (by the storm planner), else fetched now.
+        // The alert fetched once for this event (by the storm planner), else by its claim's
+        // list call, else fetched now.
         let found = self
             .alert_for(&creds, &event, row.alert_json.as_deref(), batch, &hook.name)
             .await;

@@ -688,7 +688,7 @@ fn list_url(base: url::Url, uuids: &[String]) -> Option<url::Url> {
     Some(url)
 }
 
-/// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...` (`base` is `api_url` parsed), the uuid
+/// `{api_url}/v1/sic/alerts/{uuid}?stix=false&...` (`url` is `api_url` parsed), the uuid
 /// percent-encoded as one path segment. `None` for a URL that is not http(s) or cannot carry
 /// a path.
 fn alert_url(mut url: url::Url, uuid: &str) -> Option<url::Url> {

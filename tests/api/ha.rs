@@ -349,10 +349,15 @@ async fn two_replicas_share_a_targets_rate_limit() {
         .unwrap();
     let total = arrivals[EVENTS - 1].duration_since(arrivals[0]);
     println!("2 replicas, {EVENTS} sends at {RATE}/s: took {total:?}, tightest {RATE}+1 sends within {tightest:?}");
-    // Per replica, 11 sends would span 500 ms; scheduling jitter on a loaded machine is
-    // allowed for.
+    // Per replica, the 40 sends would take 2 s, and any 11 of them 500 ms. A send that runs
+    // late on a loaded machine shortens the window after it (seen: 720 ms while the whole
+    // suite ran), but never the total, which is the firm check.
     assert!(
-        tightest >= Duration::from_millis(800),
+        total >= Duration::from_millis(3_500),
+        "{EVENTS} sends in {total:?}: the limit is per replica"
+    );
+    assert!(
+        tightest >= Duration::from_millis(650),
         "{} sends within {tightest:?}: the limit is per replica",
         RATE + 1
     );
