@@ -55,15 +55,12 @@ impl Sender {
         &self.http
     }
 
-    /// `scheme://host[:port]` of the target's URL, the part that may be logged; "stdout" for
-    /// a target without one.
+    /// [`TargetSettings::safe_host`], from the URL parsed once.
     pub fn safe_host(&self, target: &TargetSettings) -> Arc<str> {
-        match target.post_url() {
-            None => "stdout".into(),
-            Some(raw) => self
-                .urls
-                .parse(raw)
-                .map_or_else(|| "<invalid url>".into(), |p| p.safe_host),
+        match target.post_url().and_then(|raw| self.urls.parse(raw)) {
+            Some(p) => p.safe_host,
+            // No URL (stdout) or one that does not parse: the rule says what to show.
+            None => target.safe_host().into(),
         }
     }
 
