@@ -15,16 +15,17 @@ use crate::secrets::redact_url_parsed;
 /// that changed URLs (then it is rebuilt as requests come).
 const MAX_URLS: usize = 64;
 
-/// A URL as parsed, with the part of it that may be logged.
-#[derive(Debug, Clone)]
+/// A URL as parsed, with the part of it that may be logged. Not `Debug`: the URL is a secret.
+#[derive(Clone)]
 pub struct Parsed {
     pub url: Url,
     /// `scheme://host[:port]` (see [`crate::secrets::redact_url`]).
     pub safe_host: Arc<str>,
 }
 
-/// Parsed URLs by their text (`None` remembers a text that does not parse).
-#[derive(Debug, Default)]
+/// Parsed URLs by their text (`None` remembers a text that does not parse). Not `Debug`,
+/// like [`Parsed`].
+#[derive(Default)]
 pub struct UrlMemo {
     parsed: Mutex<HashMap<String, Option<Parsed>>>,
 }
