@@ -297,13 +297,23 @@ impl Deliverer {
                     continue;
                 }
             };
+            // Each row's stored event, parsed once for the batch below and for `prepare`.
+            let events: Vec<Option<WebhookEvent>> = rows
+                .iter()
+                .map(|r| {
+                    let built_here = r.body.is_none() && r.event_type != DIGEST_EVENT_TYPE;
+                    built_here
+                        .then(|| WebhookEvent::from_stored(&r.event_json).ok())
+                        .flatten()
+                })
+                .collect();
             // Storm-controlled targets had their alerts fetched (in batches) by the plan.
             let batch = if target.storm_control() {
                 None
             } else {
-                self.fetch_together(&rt, &rows)
+                self.fetch_together(&rt, &rows, &events)
             };
-            for row in rows {
+            for (row, event) in rows.into_iter().zip(events) {
                 state.inflight.fetch_add(1, Ordering::AcqRel);
                 claimed += 1;
                 let this = self.clone();
@@ -315,7 +325,7 @@ impl Deliverer {
                     async move {
                         let (id, target, received_at) =
                             (row.id, row.target.clone(), row.received_at_ms);
-                        let outcome = this.process(row, &state, &shutdown, batch).await;
+                        let outcome = this.process(row, event, &state, &shutdown, batch).await;
                         this.metrics
                             .delivery_outcome(&target, &outcome, received_at);
                         this.record(id, outcome, &shutdown).await;
@@ -360,9 +370,12 @@ impl Deliverer {
         }
     }
 
+    /// Build (unless the row carries its body), pace and send one delivery; `event` is the
+    /// row's stored event when the dispatcher could parse it.
     async fn process(
         &self,
         row: Claimed,
+        event: Option<WebhookEvent>,
         state: &TargetState,
         shutdown: &CancellationToken,
         batch: Option<Batch>,
@@ -383,7 +396,7 @@ impl Deliverer {
             Some(b) => b,
             None => {
                 let prepared = tokio::select! {
-                    p = self.prepare(&rt, &row, batch) => p,
+                    p = self.prepare(&rt, &row, event, batch) => p,
                     _ = shutdown.cancelled() => return Outcome::Release,
                 };
                 match prepared {
@@ -694,17 +707,22 @@ impl Deliverer {
     /// The alerts that the claimed `rows` need, as one list call per hook (see
     /// [`policy::fetch_together`]), started when a row's task first asks for its alert. An
     /// alert the call did not bring is fetched on its own, with the usual retries.
-    fn fetch_together(self: &Arc<Self>, rt: &Arc<Runtime>, rows: &[Claimed]) -> Option<Batch> {
+    fn fetch_together(
+        self: &Arc<Self>,
+        rt: &Arc<Runtime>,
+        rows: &[Claimed],
+        events: &[Option<WebhookEvent>],
+    ) -> Option<Batch> {
         let mut by_hook: HashMap<String, Vec<WebhookEvent>> = HashMap::new();
-        for row in rows
-            .iter()
-            .filter(|r| r.body.is_none() && r.alert_json.is_none() && r.event_type == "alert")
-        {
-            let Ok(event) = WebhookEvent::from_stored(&row.event_json) else {
+        for (row, event) in rows.iter().zip(events) {
+            let Some(event) = event.as_ref().filter(|_| row.alert_json.is_none()) else {
                 continue;
             };
-            if event.action != "deleted" && event.uuid.is_some() {
-                by_hook.entry(row.hook.clone()).or_default().push(event);
+            if event.is_alert() && event.action != "deleted" && event.uuid.is_some() {
+                by_hook
+                    .entry(row.hook.clone())
+                    .or_default()
+                    .push(event.clone());
             }
         }
         by_hook.retain(|_, events| policy::fetch_together(events.len()));
@@ -728,7 +746,13 @@ impl Deliverer {
     }
 
     /// Enrich, route and render a delivery's message.
-    async fn prepare(&self, rt: &Runtime, row: &Claimed, batch: Option<Batch>) -> Prepared {
+    async fn prepare(
+        &self,
+        rt: &Runtime,
+        row: &Claimed,
+        event: Option<WebhookEvent>,
+        batch: Option<Batch>,
+    ) -> Prepared {
         if row.event_type == DIGEST_EVENT_TYPE {
             return self.prepare_digest(rt, row).await;
         }
@@ -736,7 +760,7 @@ impl Deliverer {
         let Some(hook) = settings.hook_by_name(&row.hook) else {
             return Prepared::Fail(format!("hook {:?} is no longer configured", row.hook));
         };
-        let event = match WebhookEvent::from_stored(&row.event_json) {
+        let event = match event.map_or_else(|| WebhookEvent::from_stored(&row.event_json), Ok) {
             Ok(e) => e,
             Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
         };
