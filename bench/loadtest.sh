@@ -21,23 +21,28 @@ MPORT=${MPORT:-18081}; RPORT=${RPORT:-18000}; LPORT=${LPORT:-18082}
 # The Alert API's list endpoint (a relay fetches the alerts of deliveries claimed together in
 # one call): `cargo build --release --example bench_alert_list` first.
 LIST_BIN=${LIST_BIN:-$here/../target/release/examples/bench_alert_list}
-[ -x "$LIST_BIN" ] || { echo "missing $LIST_BIN: cargo build --release --example bench_alert_list"; exit 2; }
+if [ "$kind" = relay ] && [ ! -x "$LIST_BIN" ]; then
+  echo "missing $LIST_BIN: cargo build --release --example bench_alert_list"; exit 2
+fi
 if [ "$REPLICAS" -gt 1 ] && [ -z "$STORE_URL" ]; then echo "REPLICAS > 1 needs STORE_URL"; exit 2; fi
 work=$(mktemp -d /tmp/bench.XXXX)
-alert=$(tr -d '\n' < "${ALERT:-$here/alert-min.json}" | sed "s/'/\\\\'/g")
+tr -d '\n' < "${ALERT:-$here/alert-min.json}" > "$work/alert.json"
+alert=$(sed "s/'/\\\\'/g" "$work/alert.json")
 sed -e "s#@DIR@#$work#g" -e "s#@PORT@#$MPORT#g" -e "s#@LPORT@#$LPORT#g" "$here/mock-nginx.conf.tpl" > "$work/nginx.conf"
 python3 - "$work/nginx.conf" "$alert" <<'PY'
 import sys; p=sys.argv[1]; s=open(p).read().replace('@ALERT@', sys.argv[2]); open(p,'w').write(s)
 PY
 touch "$work/sink.log"
 nginx -c "$work/nginx.conf" -p "$work" || { echo "nginx failed"; exit 1; }
-tr -d '\n' < "${ALERT:-$here/alert-min.json}" > "$work/alert.json"
-"$LIST_BIN" "$LPORT" "$work/alert.json" > "$work/list.log" 2>&1 &
-list_pid=$!
+list_pid=""
+if [ "$kind" = relay ]; then
+  "$LIST_BIN" "$LPORT" "$work/alert.json" > "$work/list.log" 2>&1 &
+  list_pid=$!
+fi
 pids=()
 db_url=""
 cleanup() {
-  for p in "${pids[@]}" "$list_pid"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}" $list_pid; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   kill "$(cat "$work/nginx.pid")" 2>/dev/null
   if [ -n "$db_url" ]; then psql -q "$STORE_URL" -c "DROP DATABASE IF EXISTS $db_name" >/dev/null 2>&1; fi
