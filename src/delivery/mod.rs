@@ -298,12 +298,13 @@ impl Deliverer {
                 }
             };
             // Each row's stored event, parsed once for the batch below and for `prepare`.
-            let events: Vec<Option<WebhookEvent>> = rows
+            // Shared, not copied, with the claim's list call.
+            let events: Vec<Option<Arc<WebhookEvent>>> = rows
                 .iter()
                 .map(|r| {
                     let built_here = r.body.is_none() && r.event_type != DIGEST_EVENT_TYPE;
                     built_here
-                        .then(|| WebhookEvent::from_stored(&r.event_json).ok())
+                        .then(|| WebhookEvent::from_stored(&r.event_json).ok().map(Arc::new))
                         .flatten()
                 })
                 .collect();
@@ -325,7 +326,10 @@ impl Deliverer {
                     async move {
                         let (id, target, received_at) =
                             (row.id, row.target.clone(), row.received_at_ms);
-                        let outcome = this.process(row, event, &state, &shutdown, batch).await;
+                        // Boxed: a send's whole state machine (enrich, render, HTTP) is large,
+                        // and a future spawned unboxed is copied into its task.
+                        let outcome =
+                            Box::pin(this.process(row, event, &state, &shutdown, batch)).await;
                         this.metrics
                             .delivery_outcome(&target, &outcome, received_at);
                         this.record(id, outcome, &shutdown).await;
@@ -375,7 +379,7 @@ impl Deliverer {
     async fn process(
         &self,
         row: Claimed,
-        event: Option<WebhookEvent>,
+        event: Option<Arc<WebhookEvent>>,
         state: &TargetState,
         shutdown: &CancellationToken,
         batch: Option<Batch>,
@@ -679,7 +683,7 @@ impl Deliverer {
                 continue;
             };
             let creds = Credentials::of_hook(h, &settings.sekoia);
-            let events: Vec<WebhookEvent> = rows.iter().map(|r| r.1.clone()).collect();
+            let events: Vec<&WebhookEvent> = rows.iter().map(|r| &r.1).collect();
             let fetched = self.alerts.prefetch(&creds, &events).await;
             for (id, event) in &rows {
                 let found = match event.uuid.as_ref().and_then(|u| fetched.get(u)) {
@@ -711,9 +715,9 @@ impl Deliverer {
         self: &Arc<Self>,
         rt: &Arc<Runtime>,
         rows: &[Claimed],
-        events: &[Option<WebhookEvent>],
+        events: &[Option<Arc<WebhookEvent>>],
     ) -> Option<Batch> {
-        let mut by_hook: HashMap<String, Vec<WebhookEvent>> = HashMap::new();
+        let mut by_hook: HashMap<String, Vec<Arc<WebhookEvent>>> = HashMap::new();
         for (row, event) in rows.iter().zip(events) {
             let Some(event) = event.as_ref().filter(|_| row.alert_json.is_none()) else {
                 continue;
@@ -737,6 +741,7 @@ impl Deliverer {
                     continue;
                 };
                 let creds = Credentials::of_hook(h, &rt.settings.sekoia);
+                let events: Vec<&WebhookEvent> = events.iter().map(|e| &**e).collect();
                 let fetched = this.alerts.prefetch(&creds, &events).await;
                 by_uuid.insert(hook, fetched);
             }
@@ -750,7 +755,7 @@ impl Deliverer {
         &self,
         rt: &Runtime,
         row: &Claimed,
-        event: Option<WebhookEvent>,
+        event: Option<Arc<WebhookEvent>>,
         batch: Option<Batch>,
     ) -> Prepared {
         if row.event_type == DIGEST_EVENT_TYPE {
@@ -760,7 +765,8 @@ impl Deliverer {
         let Some(hook) = settings.hook_by_name(&row.hook) else {
             return Prepared::Fail(format!("hook {:?} is no longer configured", row.hook));
         };
-        let event = match event.map_or_else(|| WebhookEvent::from_stored(&row.event_json), Ok) {
+        let stored = || WebhookEvent::from_stored(&row.event_json).map(Arc::new);
+        let event = match event.map_or_else(stored, Ok) {
             Ok(e) => e,
             Err(e) => return Prepared::Fail(format!("stored event is invalid: {e}")),
         };
