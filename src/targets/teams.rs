@@ -135,6 +135,10 @@ impl TargetKindSpec for Teams {
 /// The status code inside a Teams connector error text, if the body carries one.
 pub fn teams_embedded_error(body: &str) -> Option<u16> {
     const MARKER: &str = "Microsoft Teams endpoint returned HTTP error ";
+    // Teams answers most posts with a bare `1`: no search to set up (twice per send).
+    if body.len() < MARKER.len() {
+        return None;
+    }
     let at = body.find(MARKER)? + MARKER.len();
     let digits: String = body[at..]
         .chars()
