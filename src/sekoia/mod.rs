@@ -101,7 +101,7 @@ struct CacheKey {
 /// The Alert API client, shared in an `Arc` by all delivery workers.
 pub struct AlertClient {
     http: reqwest::Client,
-    cache: Cache<CacheKey, Enrichment, foldhash::fast::RandomState>,
+    cache: Cache<CacheKey, Enrichment>,
     /// What every alert in memory is charged to (see [`alert`]).
     memory: AlertMemory,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -176,9 +176,7 @@ impl AlertClient {
                 _ => CACHED_FAILURE_WEIGHT,
             })
             .time_to_live(Duration::from_secs(settings.cache_ttl_secs))
-            // Seeded per process like SipHash, and much cheaper: the table is rehashed as
-            // entries expire, and hashing the keys was most of that work under load.
-            .build_with_hasher(foldhash::fast::RandomState::default());
+            .build();
         // Evenly spaced (burst of 1): SEKOIA's WAF guidance is "at most 5 requests per second",
         // and spacing keeps every one-second window within it.
         let limiter = std::num::NonZeroU32::new(settings.max_requests_per_sec)
