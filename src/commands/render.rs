@@ -74,7 +74,7 @@ pub fn run(settings: &Settings, opts: &RenderOptions) -> Result<Vec<TargetOutput
         detail: e.to_string(),
     })?;
     // The server only enriches alert events that are not deletions: mirror that.
-    let wants_alert = event.is_alert() && event.action != "deleted" && !opts.unenriched;
+    let wants_alert = event.has_alert_to_fetch() && !opts.unenriched;
     let alert: Option<Value> = match (&opts.alert, wants_alert) {
         (Some(p), true) => Some(read_json(p)?),
         (None, true) => Some(samples::parse(samples::ALERT)),

@@ -670,7 +670,7 @@ impl Deliverer {
             let Ok(event) = WebhookEvent::from_stored(&c.event_json) else {
                 continue;
             };
-            if event.action == "deleted" {
+            if !event.has_alert_to_fetch() {
                 continue;
             }
             by_hook
@@ -722,7 +722,7 @@ impl Deliverer {
             let Some(event) = event.as_ref().filter(|_| row.alert_json.is_none()) else {
                 continue;
             };
-            if event.is_alert() && event.action != "deleted" && event.uuid.is_some() {
+            if event.has_alert_to_fetch() && event.uuid.is_some() {
                 by_hook
                     .entry(row.hook.clone())
                     .or_default()
@@ -803,7 +803,7 @@ impl Deliverer {
         if let Some(alert) = stored.and_then(|j| serde_json::from_str(j).ok()) {
             return AlertFor::Stored(alert);
         }
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let fetched = match batch {
             Some(b) => Some(b.await),
             None => None,

@@ -149,6 +149,12 @@ impl WebhookEvent {
     pub fn is_alert(&self) -> bool {
         self.kind == "alert"
     }
+
+    /// Whether the event names an alert the Alert API can give: an alert event that is not a
+    /// deletion (a deleted alert is gone from SEKOIA.IO, so asking for it only fails).
+    pub fn has_alert_to_fetch(&self) -> bool {
+        self.is_alert() && self.action != "deleted"
+    }
 }
 
 /// The deduplication key of an event posted to `hook`.
@@ -286,6 +292,20 @@ mod tests {
         assert_eq!(e.uuid.as_deref(), Some("u1"));
         assert_eq!(e.short_id.as_deref(), Some("AL1"));
         assert_eq!(e.created_at.as_deref(), Some("2022-01-14T15:06:57Z"));
+    }
+
+    #[test]
+    fn only_alerts_not_deleted_have_an_alert_to_fetch() {
+        let with = |kind: &str, action: &str| {
+            let body = CREATED
+                .replace(r#""type":"alert""#, &format!(r#""type":"{kind}""#))
+                .replace(r#""action":"created""#, &format!(r#""action":"{action}""#));
+            WebhookEvent::parse(body.as_bytes()).unwrap()
+        };
+        assert!(with("alert", "created").has_alert_to_fetch());
+        assert!(with("alert", "updated").has_alert_to_fetch());
+        assert!(!with("alert", "deleted").has_alert_to_fetch());
+        assert!(!with("content-proposal", "created").has_alert_to_fetch());
     }
 
     #[test]

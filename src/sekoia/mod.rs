@@ -254,7 +254,7 @@ impl AlertClient {
         start: Instant,
     ) -> Enrichment {
         let fetched = batch
-            .filter(|_| event.is_alert() && event.action != "deleted")
+            .filter(|_| event.has_alert_to_fetch())
             .and_then(|b| b.get(event.uuid.as_deref()?));
         let outcome = match fetched {
             Some(a) => Enrichment::Enriched(a.clone()),
@@ -272,7 +272,7 @@ impl AlertClient {
     }
 
     async fn enrich_uncounted(&self, creds: &Credentials, event: &WebhookEvent) -> Enrichment {
-        if !event.is_alert() || event.action == "deleted" {
+        if !event.has_alert_to_fetch() {
             return Enrichment::NotApplicable;
         }
         let Some(uuid) = event.uuid.as_deref() else {
@@ -342,7 +342,7 @@ impl AlertClient {
         }
         let mut wanted: Vec<(String, CacheKey)> = Vec::new();
         for e in events {
-            if !e.is_alert() || e.action == "deleted" {
+            if !e.has_alert_to_fetch() {
                 continue;
             }
             let (Some(uuid), Some(k)) = (e.uuid.clone(), cache_key(creds, e)) else {
